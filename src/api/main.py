@@ -1,0 +1,37 @@
+"""Composes the app: routers and error mapping. `handler` is the Lambda entry point."""
+
+from fastapi import FastAPI, Request, status
+from fastapi.responses import JSONResponse
+from mangum import Mangum
+
+from api.routers import emails, health, notifications, tasks
+from offload.errors import EnqueueError
+from offload.registry import InvalidTaskArgumentsError
+
+app = FastAPI(
+    title="Offload",
+    summary="Durable background tasks: every POST is queued on SQS and answered 202.",
+    version="0.1.0",
+)
+app.include_router(health.router)
+app.include_router(notifications.router)
+app.include_router(emails.router)
+app.include_router(tasks.router)
+
+
+@app.exception_handler(InvalidTaskArgumentsError)
+async def invalid_task_arguments(_: Request, exc: InvalidTaskArgumentsError) -> JSONResponse:
+    detail = [{**error, "loc": ["task", exc.kind, *error["loc"]]} for error in exc.errors]
+    return JSONResponse(status_code=status.HTTP_422_UNPROCESSABLE_CONTENT, content={"detail": detail})
+
+
+@app.exception_handler(EnqueueError)
+async def enqueue_failed(_: Request, exc: EnqueueError) -> JSONResponse:
+    return JSONResponse(
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        content={"detail": f"the task could not be queued, try again: {exc}"},
+        headers={"Retry-After": "1"},
+    )
+
+
+handler = Mangum(app, lifespan="off")

@@ -1,0 +1,18 @@
+"""FastAPI's BackgroundTasks example, made durable by changing one import."""
+
+from fastapi import APIRouter, Request, status
+from pydantic import EmailStr
+
+from api.models import TaskAccepted
+from offload.fastapi import BackgroundTasks
+from offload.notifications import write_log
+
+router = APIRouter(tags=["notifications"])
+
+
+@router.post("/send-notification/{email}", status_code=status.HTTP_202_ACCEPTED)
+async def send_notification(
+    email: EmailStr, background_tasks: BackgroundTasks, request: Request
+) -> TaskAccepted:
+    task_id = background_tasks.add_task(write_log, f"Notification sent to {email}")
+    return TaskAccepted(task_id=task_id, status_url=str(request.url_for("get_task", task_id=task_id)))

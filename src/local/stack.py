@@ -1,0 +1,193 @@
+"""Provision the embedded AWS from template.yaml: SAM → CloudFormation (offline) → moto."""
+
+import io
+import json
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+from samtranslator.translator.transform import transform
+from samtranslator.yaml_helper import yaml_parse
+
+STACK_NAME = "offload-local"
+ARTIFACT_BUCKET = "offload-local-artifacts"
+ARTIFACT_KEY = "code.zip"
+
+# Resource types that moto's CloudFormation does not support; the runner stands in for them.
+UNSUPPORTED_PREFIXES = ("AWS::ApiGatewayV2::", "AWS::SQS::QueuePolicy", "AWS::Lambda::Permission")
+
+
+class _NoManagedPolicies:
+    """The template names no managed policies by name, so the translator needs none."""
+
+    def load(self) -> dict[str, str]:
+        return {}
+
+
+@dataclass
+class EventSource:
+    """One SQS → Lambda trigger, as moto created it from the template."""
+
+    function: str
+    handler: str
+    timeout: int
+    memory: int
+    environment: dict[str, str]
+    queue_arn: str
+    queue_url: str
+    batch_size: int
+    max_concurrency: int
+    report_batch_item_failures: bool
+
+
+@dataclass
+class LocalStack:
+    outputs: dict[str, str]
+    resources: dict[str, str]  # logical id → physical id
+    functions: dict[str, dict[str, Any]]  # logical id → Lambda configuration
+    event_sources: list[EventSource] = field(default_factory=list)
+
+    def environment(self, logical_id: str) -> dict[str, str]:
+        env = self.functions[logical_id].get("Environment", {}).get("Variables", {})
+        return {str(k): str(v) for k, v in env.items()}
+
+
+def translate(template_path: Path, parameters: dict[str, str]) -> dict[str, Any]:
+    """The SAM template as plain CloudFormation, as `sam package` + the SAM transform make it."""
+    sam = yaml_parse(template_path.read_text())
+    for resource in sam["Resources"].values():
+        if resource["Type"] == "AWS::Serverless::Function":
+            resource["Properties"]["CodeUri"] = f"s3://{ARTIFACT_BUCKET}/{ARTIFACT_KEY}"
+    globals_ = sam.get("Globals", {}).get("Function", {})
+    if "CodeUri" in globals_:
+        globals_["CodeUri"] = f"s3://{ARTIFACT_BUCKET}/{ARTIFACT_KEY}"
+    cfn: dict[str, Any] = transform(sam, parameters, _NoManagedPolicies())
+    return cfn
+
+
+def _mentions(value: Any, names: set[str]) -> bool:
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            if key == "Ref" and inner in names:
+                return True
+            if key == "Fn::GetAtt" and isinstance(inner, list) and inner[0] in names:
+                return True
+            if key == "Fn::Sub" and isinstance(inner, (str, list)):
+                text = inner if isinstance(inner, str) else json.dumps(inner)
+                if any("${" + name for name in names if "${" + name in text):
+                    return True
+            if _mentions(inner, names):
+                return True
+    elif isinstance(value, list):
+        return any(_mentions(item, names) for item in value)
+    return False
+
+
+def strip_unsupported(cfn: dict[str, Any]) -> list[str]:
+    """Remove what moto cannot create, and whatever refers to it. Returns the removed ids."""
+    resources = cfn["Resources"]
+    removed = {
+        name
+        for name, resource in resources.items()
+        if resource["Type"].startswith(UNSUPPORTED_PREFIXES)
+    }
+    changed = True
+    while changed:
+        changed = False
+        for name, resource in list(resources.items()):
+            if name not in removed and _mentions(resource, removed):
+                removed.add(name)
+                changed = True
+    for name in removed:
+        resources.pop(name, None)
+    for resource in resources.values():
+        depends = resource.get("DependsOn")
+        if isinstance(depends, list):
+            resource["DependsOn"] = [d for d in depends if d not in removed]
+        elif isinstance(depends, str) and depends in removed:
+            del resource["DependsOn"]
+    outputs = cfn.get("Outputs", {})
+    for name in [n for n, out in outputs.items() if _mentions(out, removed)]:
+        del outputs[name]
+    return sorted(removed)
+
+
+def _code_zip() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("README.txt", "The local runner imports handlers from src/ directly.\n")
+    return buffer.getvalue()
+
+
+def provision(endpoint: str, template_path: Path, parameters: dict[str, str]) -> LocalStack:
+    """Create the stack in moto and read back what the runner needs."""
+    session = boto3.session.Session()
+    s3 = session.client("s3", endpoint_url=endpoint)
+    s3.create_bucket(Bucket=ARTIFACT_BUCKET)
+    s3.put_object(Bucket=ARTIFACT_BUCKET, Key=ARTIFACT_KEY, Body=_code_zip())
+
+    cfn_template = translate(template_path, parameters)
+    strip_unsupported(cfn_template)
+    cloudformation = session.client("cloudformation", endpoint_url=endpoint)
+    cloudformation.create_stack(
+        StackName=STACK_NAME,
+        TemplateBody=json.dumps(cfn_template),
+        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
+        Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"],
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        stack = cloudformation.describe_stacks(StackName=STACK_NAME)["Stacks"][0]
+        if stack["StackStatus"] == "CREATE_COMPLETE":
+            break
+        if stack["StackStatus"].endswith("FAILED") or time.monotonic() > deadline:
+            events = cloudformation.describe_stack_events(StackName=STACK_NAME)["StackEvents"]
+            reasons = [e.get("ResourceStatusReason", "") for e in events if "FAILED" in e["ResourceStatus"]]
+            raise RuntimeError(f"stack {stack['StackStatus']}: {reasons}")
+        time.sleep(0.1)
+
+    summaries = cloudformation.list_stack_resources(StackName=STACK_NAME)["StackResourceSummaries"]
+    resources = {r["LogicalResourceId"]: r["PhysicalResourceId"] for r in summaries}
+    types = {r["LogicalResourceId"]: r["ResourceType"] for r in summaries}
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+
+    lambda_ = session.client("lambda", endpoint_url=endpoint)
+    functions = {
+        logical: lambda_.get_function_configuration(FunctionName=physical)
+        for logical, physical in resources.items()
+        if types[logical] == "AWS::Lambda::Function"
+    }
+    by_name = {config["FunctionName"]: logical for logical, config in functions.items()}
+    sqs = session.client("sqs", endpoint_url=endpoint)
+    stack_info = LocalStack(outputs=outputs, resources=resources, functions=functions)
+    for mapping in lambda_.list_event_source_mappings()["EventSourceMappings"]:
+        # moto would "run" these itself on SendMessage and swallow the messages: the runner owns
+        # polling, so the mappings are read, then deleted.
+        lambda_.delete_event_source_mapping(UUID=mapping["UUID"])
+        arn = mapping["EventSourceArn"]
+        if ":sqs:" not in arn:
+            continue
+        logical = by_name[mapping["FunctionArn"].split(":")[-1]]
+        config = functions[logical]
+        queue_name = arn.split(":")[-1]
+        stack_info.event_sources.append(
+            EventSource(
+                function=logical,
+                handler=config["Handler"],
+                timeout=int(config.get("Timeout", 3)),
+                memory=int(config.get("MemorySize", 128)),
+                environment=stack_info.environment(logical),
+                queue_arn=arn,
+                queue_url=sqs.get_queue_url(QueueName=queue_name)["QueueUrl"],
+                batch_size=int(mapping.get("BatchSize", 10)),
+                max_concurrency=int(
+                    (mapping.get("ScalingConfig") or {}).get("MaximumConcurrency", 1000)
+                ),
+                report_batch_item_failures="ReportBatchItemFailures"
+                in mapping.get("FunctionResponseTypes", []),
+            )
+        )
+    return stack_info

@@ -1,0 +1,44 @@
+"""Translate botocore errors into the domain's transient or permanent errors."""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
+
+from offload.errors import TransientTaskError
+
+TRANSIENT_CODES = {
+    "Throttling",
+    "ThrottlingException",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "ProvisionedThroughputExceededException",
+    "ServiceUnavailable",
+    "InternalFailure",
+    "InternalError",
+    "RequestTimeout",
+}
+
+
+def error_code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+def is_transient(error: ClientError) -> bool:
+    status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+    return error_code(error) in TRANSIENT_CODES or status >= 500
+
+
+@contextmanager
+def transient_errors(action: str) -> Iterator[None]:
+    """Re-raise throttling, 5xx and network failures as TransientTaskError."""
+    try:
+        yield
+    except ClientError as exc:
+        if is_transient(exc):
+            raise TransientTaskError(f"{action}: {error_code(exc)}: {exc}") from exc
+        raise
+    except (ConnectionError, HTTPClientError) as exc:
+        raise TransientTaskError(f"{action}: {exc}") from exc
+    except BotoCoreError:
+        raise

@@ -1,0 +1,52 @@
+"""The send_email task and the validated email it sends."""
+
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, model_validator
+
+from offload.aws import ses
+from offload.observability import logger
+from offload.registry import task
+from offload.settings import get_settings
+
+MAX_BODY_CHARS = 100_000
+
+
+def _single_line(value: str) -> str:
+    if "\r" in value or "\n" in value:
+        raise ValueError("must be a single line (no CR or LF characters)")
+    return value
+
+
+Subject = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_single_line)]
+Body = Annotated[str, Field(min_length=1, max_length=MAX_BODY_CHARS)]
+
+
+class EmailContent(BaseModel):
+    """An email as a client submits it: a recipient, a subject and a text and/or HTML body."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    to: EmailStr
+    subject: Subject
+    text: Body | None = None
+    html: Body | None = None
+
+    @model_validator(mode="after")
+    def _has_body(self) -> "EmailContent":
+        if self.text is None and self.html is None:
+            raise ValueError("give a text or an html body, or both")
+        return self
+
+
+@task(queue="email")
+def send_email(
+    to: EmailStr, subject: Subject, text: Body | None = None, html: Body | None = None
+) -> dict[str, Any]:
+    """Send one email through SES from the configured sender."""
+    if text is None and html is None:
+        raise ValueError("send_email needs a text or an html body")
+    sender = get_settings().sender_email
+    message_id = ses.send_email(sender=sender, to=to, subject=subject, text=text, html=html)
+    logger.info("email sent", extra={"ses_message_id": message_id, "recipient_domain": to.rsplit("@", 1)[-1]})
+    return {"ses_message_id": message_id}

@@ -1,0 +1,77 @@
+"""Hand tasks to SQS: record each as queued and send its message."""
+
+from collections import defaultdict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+from uuid import UUID, uuid4
+
+from offload.aws import sqs, tasks_table
+from offload.errors import EnqueueError
+from offload.models import TaskMessage, TaskState
+from offload.observability import logger
+from offload.registry import QueueName, TaskDefinition
+from offload.settings import get_settings
+
+
+@dataclass(frozen=True)
+class TaskCall:
+    """A registered task with its validated, JSON-ready arguments."""
+
+    definition: TaskDefinition
+    payload: dict[str, Any]
+    task_id: UUID = field(default_factory=uuid4)
+
+
+@cache
+def _io_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=4, thread_name_prefix="offload-enqueue")
+
+
+def _record_queued(messages: Sequence[TaskMessage]) -> None:
+    for message in messages:
+        tasks_table.create(message.task_id, message.kind)
+
+
+def enqueue(calls: Sequence[TaskCall], correlation_id: str | None = None) -> list[TaskMessage]:
+    """Record every task as queued and send the messages, batched per queue.
+
+    The status write and the SQS send run side by side. The status write is conditional, so a
+    worker that is already running the task is never set back to queued. If SQS refuses a
+    message, its task is marked failed and EnqueueError is raised: the caller answers 503 rather
+    than promise work that was never queued.
+    """
+    settings = get_settings()
+    messages = [
+        TaskMessage(
+            task_id=call.task_id,
+            kind=call.definition.name,
+            payload=call.payload,
+            correlation_id=correlation_id,
+        )
+        for call in calls
+    ]
+    by_queue: dict[QueueName, list[TaskMessage]] = defaultdict(list)
+    for call, message in zip(calls, messages, strict=True):
+        by_queue[call.definition.queue].append(message)
+
+    recorded = _io_pool().submit(_record_queued, messages)
+    refused: dict[UUID, str] = {}
+    for queue, batch in by_queue.items():
+        refused.update(sqs.send_messages(settings.queue_url(queue), batch))
+    recorded.result()
+
+    for message in messages:
+        reason = refused.get(message.task_id)
+        extra = {"task_id": str(message.task_id), "kind": message.kind}
+        if reason is None:
+            logger.info("task queued", extra=extra)
+        else:
+            error = f"not enqueued: {reason}"
+            tasks_table.transition(message.task_id, message.kind, TaskState.FAILED, error=error)
+            logger.error("task not enqueued", extra={**extra, "reason": reason})
+    if refused:
+        raise EnqueueError(f"SQS did not accept {len(refused)} of {len(messages)} tasks")
+    return messages

@@ -1,0 +1,29 @@
+"""Domain errors. The worker decides retry or dead-letter from these types alone."""
+
+
+class TaskError(Exception):
+    """Base class for errors raised while enqueueing or running a task."""
+
+
+class PermanentTaskError(TaskError):
+    """Retrying cannot help; the message goes to the DLQ at once and the task is dead."""
+
+
+class UnknownTaskError(PermanentTaskError):
+    """A message or a call names a function that is not a registered task."""
+
+
+class InvalidMessageError(PermanentTaskError):
+    """A message body that is not a valid task message."""
+
+
+class EmailRejectedError(PermanentTaskError):
+    """SES refused the email for a reason that will not change on retry."""
+
+
+class TransientTaskError(TaskError):
+    """Worth retrying later: throttling, a 5xx, a timeout, or a lost connection."""
+
+
+class EnqueueError(TaskError):
+    """The task could not be handed to SQS; nothing was enqueued for it."""

@@ -1,0 +1,53 @@
+"""The task contract shared by the API and the workers."""
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+from uuid import UUID, uuid4
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class TaskState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    SUCCEEDED = "succeeded"
+    # The task's input can never succeed (for example an empty upload); the user is told why.
+    FAILED = "failed"
+    # The message reached the dead-letter queue; an operator can inspect and redrive it.
+    DEAD = "dead"
+
+    @property
+    def is_final(self) -> bool:
+        return self in {TaskState.SUCCEEDED, TaskState.FAILED, TaskState.DEAD}
+
+
+class TaskMessage(BaseModel):
+    """The body of every SQS task message."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: int = 1
+    task_id: UUID = Field(default_factory=uuid4)
+    kind: str = Field(min_length=1, max_length=128)
+    payload: dict[str, Any] = Field(default_factory=dict)
+    enqueued_at: datetime = Field(default_factory=utcnow)
+    correlation_id: str | None = Field(default=None, max_length=128)
+
+
+class TaskRecord(BaseModel):
+    """A task's status as stored in the tasks table and shown by GET /tasks/{task_id}."""
+
+    task_id: UUID
+    kind: str
+    state: TaskState
+    attempts: int = 0
+    created_at: datetime
+    updated_at: datetime
+    error: str | None = None
+    result: Any = None

@@ -1,0 +1,10 @@
+"""The write_log task: FastAPI's seed example, where log.txt becomes a CloudWatch log stream."""
+
+from offload.observability import logger
+from offload.registry import task
+
+
+@task
+def write_log(message: str) -> None:
+    """Write one structured log event (JSON, to CloudWatch Logs on AWS)."""
+    logger.info(message, extra={"event": "write_log"})

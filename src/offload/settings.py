@@ -1,0 +1,48 @@
+"""Typed settings, read from the environment once, on first use.
+
+On AWS the template sets these variables on each function; locally the runner copies them
+from the same template, so there is one source of truth.
+"""
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OFFLOAD_", extra="ignore")
+
+    stage: str = "local"
+    tasks_table: str = ""
+    idempotency_table: str = ""
+    task_queue_url: str = ""
+    email_queue_url: str = ""
+    task_dlq_url: str = ""
+    email_dlq_url: str = ""
+    sender_email: str = "noreply@example.com"
+    # Receives after which SQS moves a message to the DLQ; mirrors the queue's redrive policy.
+    max_receive_count: int = Field(default=5, ge=1)
+    task_ttl_days: int = Field(default=14, ge=1)
+    # Retry backoff for transient errors: exponential from the receive count, with jitter, capped.
+    retry_base_seconds: float = Field(default=2.0, ge=0)
+    retry_max_seconds: int = Field(default=300, ge=0, le=43_200)
+    # A worker stops taking records when less than this much of its Lambda time is left.
+    record_time_budget_ms: int = Field(default=5_000, ge=0)
+    # How long a finished task's idempotency record keeps duplicates from running it again.
+    idempotency_ttl_seconds: int = Field(default=86_400, ge=60)
+    # Extra modules whose @task functions should be registered, comma separated.
+    task_modules: str = ""
+
+    def queue_url(self, queue: str) -> str:
+        urls = {"tasks": self.task_queue_url, "email": self.email_queue_url}
+        return urls[queue]
+
+    def dlq_url(self, queue: str) -> str:
+        urls = {"tasks": self.task_dlq_url, "email": self.email_dlq_url}
+        return urls[queue]
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
