@@ -22,7 +22,9 @@ app.include_router(tasks.router)
 @app.exception_handler(InvalidTaskArgumentsError)
 async def invalid_task_arguments(_: Request, exc: InvalidTaskArgumentsError) -> JSONResponse:
     detail = [{**error, "loc": ["task", exc.kind, *error["loc"]]} for error in exc.errors]
-    return JSONResponse(status_code=status.HTTP_422_UNPROCESSABLE_CONTENT, content={"detail": detail})
+    return JSONResponse(
+        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT, content={"detail": detail}
+    )
 
 
 @app.exception_handler(EnqueueError)

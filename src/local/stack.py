@@ -145,7 +145,9 @@ def provision(endpoint: str, template_path: Path, parameters: dict[str, str]) ->
             break
         if stack["StackStatus"].endswith("FAILED") or time.monotonic() > deadline:
             events = cloudformation.describe_stack_events(StackName=STACK_NAME)["StackEvents"]
-            reasons = [e.get("ResourceStatusReason", "") for e in events if "FAILED" in e["ResourceStatus"]]
+            reasons = [
+                e.get("ResourceStatusReason", "") for e in events if "FAILED" in e["ResourceStatus"]
+            ]
             raise RuntimeError(f"stack {stack['StackStatus']}: {reasons}")
         time.sleep(0.1)
 
@@ -165,8 +167,8 @@ def provision(endpoint: str, template_path: Path, parameters: dict[str, str]) ->
     stack_info = LocalStack(outputs=outputs, resources=resources, functions=functions)
     for mapping in lambda_.list_event_source_mappings()["EventSourceMappings"]:
         # moto would "run" these itself on SendMessage and swallow the messages: the runner owns
-        # polling, so the mappings are read, then deleted.
-        lambda_.delete_event_source_mapping(UUID=mapping["UUID"])
+        # polling, so the mappings are read, then disabled (moto's delete leaves them active).
+        lambda_.update_event_source_mapping(UUID=mapping["UUID"], Enabled=False)
         arn = mapping["EventSourceArn"]
         if ":sqs:" not in arn:
             continue
@@ -190,4 +192,8 @@ def provision(endpoint: str, template_path: Path, parameters: dict[str, str]) ->
                 in mapping.get("FunctionResponseTypes", []),
             )
         )
+    # moto cannot run these functions without Docker, and its /moto-api/data.json fails while it
+    # holds any; the runner has read their configuration and plays Lambda itself.
+    for config in functions.values():
+        lambda_.delete_function(FunctionName=config["FunctionName"])
     return stack_info

@@ -48,5 +48,8 @@ def send_email(
         raise ValueError("send_email needs a text or an html body")
     sender = get_settings().sender_email
     message_id = ses.send_email(sender=sender, to=to, subject=subject, text=text, html=html)
-    logger.info("email sent", extra={"ses_message_id": message_id, "recipient_domain": to.rsplit("@", 1)[-1]})
+    logger.info(
+        "email sent",
+        extra={"ses_message_id": message_id, "recipient_domain": to.rsplit("@", 1)[-1]},
+    )
     return {"ses_message_id": message_id}

@@ -86,9 +86,7 @@ def task(
         existing = _registry.get(task_name)
         if existing is not None and existing.func is not f:
             raise ValueError(f"a task named {task_name!r} is already registered")
-        _registry[task_name] = TaskDefinition(
-            task_name, f, queue, _arguments_model(task_name, f)
-        )
+        _registry[task_name] = TaskDefinition(task_name, f, queue, _arguments_model(task_name, f))
         f.__offload_task__ = task_name  # type: ignore[attr-defined]
         return f
 

@@ -166,7 +166,11 @@ def _run(record: SQSRecord, queue: QueueName, message: TaskMessage, attempt: int
         final = attempt >= settings.max_receive_count
         state = TaskState.DEAD if final else TaskState.RETRYING
         tasks_table.transition(
-            message.task_id, message.kind, state, attempts=attempt, error=f"{type(exc).__name__}: {exc}"
+            message.task_id,
+            message.kind,
+            state,
+            attempts=attempt,
+            error=f"{type(exc).__name__}: {exc}",
         )
         delay = 0 if final else backoff_seconds(attempt)
         sqs.change_visibility(settings.queue_url(queue), record.receipt_handle, delay)

@@ -55,7 +55,9 @@ def send_messages(queue_url: str, messages: Sequence[TaskMessage]) -> dict[UUID,
     return refused
 
 
-def send_raw(queue_url: str, body: str, attributes: "dict[str, MessageAttributeValueTypeDef]") -> None:
+def send_raw(
+    queue_url: str, body: str, attributes: "dict[str, MessageAttributeValueTypeDef]"
+) -> None:
     clients.sqs().send_message(QueueUrl=queue_url, MessageBody=body, MessageAttributes=attributes)
 
 

@@ -1,0 +1,70 @@
+"""Command line of the local system: `python -m local run|emails|poll`."""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import requests
+
+
+def _emails(moto_url: str) -> int:
+    try:
+        data = requests.get(f"{moto_url}/moto-api/data.json", timeout=5).json()
+    except requests.ConnectionError:
+        print(f"nothing answers on {moto_url}; start the local system with `make run`")
+        return 1
+    messages = data.get("ses", {}).get("Message", [])
+    if not messages:
+        print("no emails sent yet")
+    for message in messages:
+        to = ", ".join(message.get("destinations", {}).get("ToAddresses", []))
+        print(f"From: {message['source']}\nTo: {to}\nSubject: {message['subject']}\n")
+        print(f"{message['body']}\n{'-' * 60}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m local", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="start moto, the API and the workers")
+    run.add_argument("--host", default=os.getenv("OFFLOAD_LOCAL_HOST", "127.0.0.1"))
+    run.add_argument("--api-port", type=int, default=int(os.getenv("OFFLOAD_API_PORT", "8000")))
+    run.add_argument("--moto-port", type=int, default=int(os.getenv("OFFLOAD_MOTO_PORT", "4566")))
+    run.add_argument("--sender", default=os.getenv("OFFLOAD_SENDER_EMAIL", "noreply@example.com"))
+    run.add_argument("--instances", type=int, default=2, help="most poller processes per worker")
+    run.add_argument("--template", type=Path, default=None)
+    run.add_argument("-v", "--verbose", action="store_true", help="show every worker log line")
+    emails = commands.add_parser("emails", help="list the emails the embedded SES has sent")
+    emails.add_argument(
+        "--moto-url", default=f"http://127.0.0.1:{os.getenv('OFFLOAD_MOTO_PORT', '4566')}"
+    )
+    poll = commands.add_parser("poll", help="(internal) one worker instance")
+    poll.add_argument("spec")
+    args = parser.parse_args(argv)
+
+    if args.command == "emails":
+        return _emails(args.moto_url)
+    if args.command == "poll":
+        from local.poller import main as poll_main
+
+        poll_main(args.spec)
+        return 0
+    from local.runner import Options, run as run_system
+
+    options = Options(
+        host=args.host,
+        api_port=args.api_port,
+        moto_port=args.moto_port,
+        sender=args.sender,
+        instances=args.instances,
+        verbose=args.verbose,
+    )
+    if args.template:
+        options.template = args.template
+    run_system(options)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""A local SQS event source mapping: receive, invoke the handler, delete what succeeded.
+
+One poller process stands for one Lambda instance. Visibility timeouts and the redrive to the
+DLQ after maxReceiveCount are moto's own, exactly as SQS does them.
+"""
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import boto3
+
+from local.lambda_runtime import LambdaContext, load_handler, sqs_event
+from local.stack import EventSource
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+
+log = logging.getLogger("offload.local.poller")
+WAIT_SECONDS = 1
+
+
+@dataclass
+class BatchOutcome:
+    received: int
+    failed: int
+
+
+def failed_message_ids(response: Any, message_ids: list[str], report_failures: bool) -> set[str]:
+    """Which messages Lambda would leave on the queue after this handler response."""
+    if not report_failures:
+        return set()
+    if not isinstance(response, dict):
+        return set()
+    failures = response.get("batchItemFailures") or []
+    ids = {str(item.get("itemIdentifier")) for item in failures if isinstance(item, dict)}
+    if any(i not in message_ids for i in ids):
+        # Lambda treats an unknown or empty identifier as a failure of the whole batch.
+        return set(message_ids)
+    return ids
+
+
+class Poller:
+    def __init__(self, source: EventSource, client: "SQSClient | None" = None) -> None:
+        self.source = source
+        self.sqs = client or boto3.client("sqs")
+        self.handler = load_handler(source.handler)
+        self.stopping = threading.Event()
+
+    def poll_once(self, wait_seconds: int = WAIT_SECONDS) -> BatchOutcome:
+        response = self.sqs.receive_message(
+            QueueUrl=self.source.queue_url,
+            MaxNumberOfMessages=min(self.source.batch_size, 10),
+            WaitTimeSeconds=wait_seconds,
+            MessageSystemAttributeNames=["All"],
+            MessageAttributeNames=["All"],
+        )
+        messages = response.get("Messages", [])
+        if not messages:
+            return BatchOutcome(0, 0)
+        event = sqs_event(messages, self.source.queue_arn)
+        context = LambdaContext(
+            function_name=self.source.function,
+            timeout_seconds=self.source.timeout,
+            memory_limit_in_mb=self.source.memory,
+        )
+        ids = [m["MessageId"] for m in messages]
+        try:
+            result = self.handler(event, context)
+            failed = failed_message_ids(result, ids, self.source.report_batch_item_failures)
+        except Exception:
+            log.exception("handler raised; the whole batch stays on the queue")
+            failed = set(ids)
+        done = [m for m in messages if m["MessageId"] not in failed]
+        if done:
+            self.sqs.delete_message_batch(
+                QueueUrl=self.source.queue_url,
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)
+                ],
+            )
+        return BatchOutcome(len(messages), len(failed))
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self.poll_once()
+            except Exception:
+                log.exception("poll failed; retrying in 1 s")
+                self.stopping.wait(1)
+
+
+def spec_argument(source: EventSource) -> str:
+    return json.dumps(asdict(source))
+
+
+def main(spec: str) -> None:
+    """Entry point of one poller process: `python -m local poll '<event source json>'`."""
+    source = EventSource(**json.loads(spec))
+    os.environ.update(source.environment)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(message)s")
+    poller = Poller(source)
+    signal.signal(signal.SIGTERM, lambda *_: poller.stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: poller.stopping.set())
+    poller.run()

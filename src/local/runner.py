@@ -1,0 +1,258 @@
+"""`make run`: the whole system on 127.0.0.1, with no AWS account and no Docker."""
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any
+
+import boto3
+import requests
+from moto.core.model_instances import model_data
+from moto.server import ThreadedMotoServer
+
+from local.poller import spec_argument
+from local.stack import LocalStack, provision
+
+ROOT = Path(__file__).resolve().parents[2]
+LOCAL_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "local",
+    "AWS_SECRET_ACCESS_KEY": "local",  # noqa: S105 - moto accepts any credentials
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+    "POWERTOOLS_TRACE_DISABLED": "true",
+    "POWERTOOLS_METRICS_DISABLED": "true",
+}
+
+
+@dataclass
+class Options:
+    host: str = "127.0.0.1"
+    api_port: int = 8000
+    moto_port: int = 4566
+    sender: str = "noreply@example.com"
+    instances: int = 2
+    template: Path = ROOT / "template.yaml"
+    verbose: bool = False
+    environment: dict[str, str] | None = None
+
+
+def _say(message: str) -> None:
+    print(f"{datetime.now():%H:%M:%S}  {message}", flush=True)
+
+
+class LocalSystem:
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        self.moto_url = f"http://{options.host}:{options.moto_port}"
+        self.api_url = f"http://{options.host}:{options.api_port}"
+        self.moto: ThreadedMotoServer | None = None
+        self.stack: LocalStack | None = None
+        self.children: dict[str, subprocess.Popen[str]] = {}
+        self.stopping = threading.Event()
+
+    # ------------------------------------------------------------------ start
+    def base_environment(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "OFFLOAD_"))}
+        env.update(LOCAL_CREDENTIALS)
+        env["AWS_ENDPOINT_URL"] = self.moto_url
+        env["PYTHONUNBUFFERED"] = "1"
+        env["PYTHONPATH"] = str(ROOT / "src")
+        env.update(self.options.environment or {})
+        return env
+
+    def start(self) -> None:
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        os.environ.update({**LOCAL_CREDENTIALS, "AWS_ENDPOINT_URL": self.moto_url})
+        _say(f"starting the embedded AWS (moto) on {self.moto_url}")
+        self.moto = ThreadedMotoServer(
+            ip_address=self.options.host, port=self.options.moto_port, verbose=False
+        )
+        self.moto.start()
+        requests.post(
+            f"{self.moto_url}/moto-api/config", json={"lambda": {"use_docker": False}}, timeout=5
+        ).raise_for_status()
+        _say(f"provisioning from {self.options.template.name} (SAM → CloudFormation → moto)")
+        parameters = {"Stage": "dev", "SenderEmail": self.options.sender}
+        self.stack = provision(self.moto_url, self.options.template, parameters)
+        # The runner plays Lambda; moto's dashboard (/moto-api/data.json, used by `make emails`)
+        # fails on Lambda models without Docker, so they are left out of it.
+        model_data.pop("awslambda", None)
+        self._fill_gaps()
+        for logical, physical in sorted(self.stack.resources.items()):
+            if "Queue" in logical or "Table" in logical:
+                _say(f"  {logical:<22} {physical.rsplit('/', 1)[-1]}")
+        self._start_api()
+        self._start_pollers()
+        threading.Thread(target=self._watch_tasks, name="task-watcher", daemon=True).start()
+
+    def _fill_gaps(self) -> None:
+        """What moto's CloudFormation leaves out and the local system needs."""
+        sender = self.options.sender
+        boto3.client("sesv2", endpoint_url=self.moto_url).create_email_identity(
+            EmailIdentity=sender
+        )
+        _say(f"  SES sender identity {sender} verified")
+
+    def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
+        process = subprocess.Popen(
+            [sys.executable, *args],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        self.children[name] = process
+        assert process.stdout is not None
+        threading.Thread(
+            target=self._relay, args=(name, process.stdout), name=f"relay-{name}", daemon=True
+        ).start()
+
+    def _start_api(self) -> None:
+        assert self.stack is not None
+        env = self.base_environment() | self.stack.environment("ApiFunction")
+        self._spawn(
+            "api",
+            [
+                "-m", "uvicorn", "api.main:app",
+                "--host", self.options.host,
+                "--port", str(self.options.api_port),
+                "--no-server-header",
+            ],
+            env,
+        )  # fmt: skip
+
+    def _start_pollers(self) -> None:
+        assert self.stack is not None
+        for source in self.stack.event_sources:
+            instances = max(1, min(source.max_concurrency, self.options.instances))
+            _say(
+                f"  {source.function}: polls {source.queue_url.rsplit('/', 1)[-1]} "
+                f"(batch {source.batch_size}, {instances} of max {source.max_concurrency} "
+                f"instances, handler {source.handler})"
+            )
+            env = self.base_environment() | source.environment
+            for index in range(instances):
+                self._spawn(
+                    f"{source.function}#{index}",
+                    ["-m", "local", "poll", spec_argument(source)],
+                    env,
+                )
+
+    # ------------------------------------------------------------------ output
+    def _relay(self, name: str, stream: IO[str]) -> None:
+        for line in stream:
+            text = line.rstrip()
+            if not text:
+                continue
+            try:
+                record: dict[str, Any] = json.loads(text)
+            except ValueError:
+                print(f"{'':10}[{name}] {text}", flush=True)
+                continue
+            level = str(record.get("level", "INFO"))
+            if level in {"INFO", "DEBUG"} and not self.options.verbose:
+                continue
+            keys = " ".join(
+                f"{k}={record[k]}" for k in ("task_id", "kind", "attempt", "error") if k in record
+            )
+            print(f"{'':10}[{name}] {level} {record.get('message')} {keys}", flush=True)
+            if self.options.verbose and "exception" in record:
+                print(record["exception"], flush=True)
+
+    def _watch_tasks(self) -> None:
+        """Print each task's state changes, read from the tasks table."""
+        assert self.stack is not None
+        table = self.stack.resources["TasksTable"]
+        dynamodb = boto3.client("dynamodb", endpoint_url=self.moto_url)
+        seen: dict[str, str] = {}
+        while not self.stopping.wait(0.2):
+            try:
+                items = dynamodb.scan(TableName=table)["Items"]
+            except Exception:  # noqa: BLE001 - moto stopping
+                continue
+            for item in sorted(items, key=lambda i: i["updated_at"]["S"]):
+                task_id, state = item["task_id"]["S"], item["state"]["S"]
+                if seen.get(task_id) == state:
+                    continue
+                before = seen.get(task_id, "new")
+                seen[task_id] = state
+                attempts = item.get("attempts", {}).get("N", "0")
+                error = f"  error: {item['error']['S'][:160]}" if "error" in item else ""
+                _say(
+                    f"task {task_id[:8]}  {item['kind']['S']:<14} {before:>9} → {state:<9}"
+                    f" attempt {attempts}{error}"
+                )
+
+    # ------------------------------------------------------------------ stop
+    def wait_until_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if (api := self.children.get("api")) and api.poll() is not None:
+                raise RuntimeError("the API process exited; see its output above")
+            try:
+                if requests.get(f"{self.api_url}/health", timeout=1).ok:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"the API did not answer on {self.api_url} within {timeout} s")
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for process in self.children.values():
+            if process.poll() is None:
+                process.terminate()
+        for process in self.children.values():
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        if self.moto is not None:
+            self.moto.stop()
+
+
+def run(options: Options) -> None:
+    system = LocalSystem(options)
+    stop_requested = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop_requested.set())
+    try:
+        system.start()
+        system.wait_until_ready()
+        api = system.api_url
+        print(
+            f"""
+  Offload is running locally.
+    API          {api}   (docs: {api}/docs)
+    Embedded AWS {system.moto_url}   (AWS_ENDPOINT_URL for boto3 / aws cli)
+
+  Try:
+    curl -X POST {api}/send-notification/you@example.com
+    curl -X POST {api}/emails -H 'content-type: application/json' \\
+         -d '{{"to": "you@example.com", "subject": "Hi", "text": "Sent by a worker"}}'
+    curl {api}/tasks/<task_id>
+    make emails        # what the embedded SES has sent
+
+  Press Ctrl-C to stop.
+""",
+            flush=True,
+        )
+        while not stop_requested.wait(0.5):
+            for name, process in system.children.items():
+                if process.poll() is not None:
+                    raise RuntimeError(f"{name} exited with code {process.returncode}")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        _say("stopping")
+        system.stop()
+        _say("stopped")
