@@ -24,7 +24,7 @@ $(STAMP): requirements/dev.lock pyproject.toml
 setup: $(STAMP) ## Create .venv with the locked dependencies
 
 run: setup ## Run the whole system locally: moto, the API on :8000, and the workers
-	$(BIN)/python -m local run
+	$(BIN)/python -m local run $(ARGS)
 
 emails: setup ## List the emails the local system's SES has sent
 	$(BIN)/python -m local emails

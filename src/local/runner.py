@@ -4,6 +4,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -68,7 +69,19 @@ class LocalSystem:
         env.update(self.options.environment or {})
         return env
 
+    def _check_ports(self) -> None:
+        for port, flag in ((self.options.moto_port, "--moto-port"), (self.options.api_port, "--api-port")):
+            with socket.socket() as probe:
+                try:
+                    probe.bind((self.options.host, port))
+                except OSError:
+                    raise SystemExit(
+                        f"port {port} on {self.options.host} is in use (is another `make run` "
+                        f"going?). Stop it, or pick another port: make run ARGS=\"{flag} <port>\""
+                    ) from None
+
     def start(self) -> None:
+        self._check_ports()
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         os.environ.update({**LOCAL_CREDENTIALS, "AWS_ENDPOINT_URL": self.moto_url})
         _say(f"starting the embedded AWS (moto) on {self.moto_url}")
