@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements/dev.lock pyproject.toml | s
 export POWERTOOLS_TRACE_DISABLED ?= true
 export POWERTOOLS_DEV ?= false
 
-.PHONY: help setup run test unit integration e2e lint bench emails lock build deploy clean
+.PHONY: help setup run test unit integration e2e lint tools bench emails lock build deploy clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -39,11 +39,31 @@ integration: setup
 e2e: setup
 	$(BIN)/pytest tests/e2e
 
-lint: setup ## ruff, mypy, cfn-lint
+# Security and template tools live in their own venvs (.tools/NAME), pinned by
+# requirements/tools/NAME.lock: their dependencies conflict with the app's.
+TOOLS := .tools
+TOOL_NAMES := sam checkov bandit pip-audit
+TOOL_STAMPS := $(foreach t,$(TOOL_NAMES),$(TOOLS)/$(t)/.installed)
+SAM := $(TOOLS)/sam/bin/sam
+export SAM_CLI_TELEMETRY ?= 0
+
+$(TOOLS)/%/.installed: requirements/tools/%.lock | $(STAMP)
+	@rm -rf $(TOOLS)/$*
+	$(UV) venv --quiet --python $(PYTHON) $(TOOLS)/$*
+	$(UV) pip install --quiet --python $(TOOLS)/$*/bin/python -r $<
+	@touch $@
+
+tools: $(TOOL_STAMPS) ## Install the lint/security tools into .tools/
+
+lint: setup tools ## ruff, mypy, cfn-lint, sam validate, checkov, bandit, pip-audit
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/cfn-lint template.yaml
+	$(SAM) validate --lint --region us-east-1 --template template.yaml
+	$(TOOLS)/checkov/bin/checkov -f template.yaml --framework cloudformation --skip-download --quiet --compact
+	$(TOOLS)/bandit/bin/bandit -q -r src --severity-level medium
+	@scripts/pip-audit.sh $(TOOLS)/pip-audit/bin/pip-audit
 
 bench: setup ## Benchmarks, side by side with their baselines
 	$(BIN)/python -m benchmarks
@@ -51,6 +71,26 @@ bench: setup ## Benchmarks, side by side with their baselines
 lock: ## Re-resolve requirements/*.lock from pyproject.toml and src/requirements/*.in
 	@test -x $(UV) || ($(PYTHON) -m venv $(VENV) && $(BIN)/python -m pip install -q uv==$(UV_VERSION))
 	$(UV) pip compile --quiet pyproject.toml --extra dev --python-version 3.11 -o requirements/dev.lock
+	for f in api worker; do \
+		$(UV) pip compile --quiet src/requirements/$$f.in -c requirements/dev.lock \
+			--python-version 3.13 --python-platform aarch64-manylinux2014 $(RUNTIME_PROVIDED) \
+			-o src/requirements/$$f.txt; \
+	done
+	for t in $(TOOL_NAMES); do \
+		$(UV) pip compile --quiet requirements/tools/$$t.in --python-version 3.11 \
+			-o requirements/tools/$$t.lock; \
+	done
+
+# The Lambda Python runtime provides the AWS SDK and its dependencies: functions don't ship them.
+RUNTIME_PROVIDED := $(foreach p,boto3 botocore s3transfer jmespath urllib3 python-dateutil six,--no-emit-package $(p))
+STACK ?= dev
+
+build: setup tools ## sam build: one package per function (src/Makefile), offline
+	UV=$(CURDIR)/$(UV) $(SAM) build --template template.yaml
+	@du -sh .aws-sam/build/*/ | sed 's|.aws-sam/build/||'
+
+deploy: build ## sam deploy --config-env $(STACK) (dev or prod, see samconfig.toml)
+	$(SAM) deploy --config-env $(STACK)
 
 clean:
-	rm -rf $(VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) .aws-sam .pytest_cache .mypy_cache .ruff_cache

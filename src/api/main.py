@@ -1,10 +1,12 @@
 """Composes the app: routers and error mapping. `handler` is the Lambda entry point."""
 
-from fastapi import FastAPI, Request, status
+from fastapi import Depends, FastAPI, Request, status
 from fastapi.responses import JSONResponse
 from mangum import Mangum
 
 from api.routers import emails, health, notifications, tasks
+from api.security import BodySizeLimit, require_api_token
+from api.stage import ApiGatewayStage
 from offload.errors import EnqueueError
 from offload.registry import InvalidTaskArgumentsError
 
@@ -12,7 +14,10 @@ app = FastAPI(
     title="Offload",
     summary="Durable background tasks: every POST is queued on SQS and answered 202.",
     version="0.1.0",
+    # Every route needs the bearer token when one is configured, except PUBLIC_PATHS.
+    dependencies=[Depends(require_api_token)],
 )
+app.add_middleware(BodySizeLimit)
 app.include_router(health.router)
 app.include_router(notifications.router)
 app.include_router(emails.router)
@@ -36,4 +41,5 @@ async def enqueue_failed(_: Request, exc: EnqueueError) -> JSONResponse:
     )
 
 
-handler = Mangum(app, lifespan="off")
+# ApiGatewayStage: a named HTTP API stage arrives in the path (/dev/emails); see api/stage.py.
+handler = Mangum(ApiGatewayStage(app), lifespan="off")

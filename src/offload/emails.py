@@ -5,6 +5,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, model_validator
 
 from offload.aws import ses
+from offload.errors import RecipientNotAllowedError
 from offload.observability import logger
 from offload.registry import task
 from offload.settings import get_settings
@@ -18,7 +19,27 @@ def _single_line(value: str) -> str:
     return value
 
 
+def allowed_recipients() -> frozenset[str]:
+    """OFFLOAD_ALLOWED_RECIPIENTS as lower-case addresses and bare domains; empty allows any."""
+    entries = (e.strip().lower() for e in get_settings().allowed_recipients.split(","))
+    return frozenset(e.removeprefix("@") if e.startswith("@") else e for e in entries if e)
+
+
+def is_allowed_recipient(address: str) -> bool:
+    allowed = allowed_recipients()
+    address = address.lower()
+    return not allowed or address in allowed or address.rsplit("@", 1)[-1] in allowed
+
+
+def _allowed(address: str) -> str:
+    if not is_allowed_recipient(address):
+        raise ValueError("recipient is not allowed on this stage (OFFLOAD_ALLOWED_RECIPIENTS)")
+    return address
+
+
 Subject = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_single_line)]
+# A recipient on this stage's allow-list: checked by the API (422) and again by the task.
+Recipient = Annotated[EmailStr, AfterValidator(_allowed)]
 Body = Annotated[str, Field(min_length=1, max_length=MAX_BODY_CHARS)]
 
 
@@ -27,7 +48,7 @@ class EmailContent(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    to: EmailStr
+    to: Recipient
     subject: Subject
     text: Body | None = None
     html: Body | None = None
@@ -41,11 +62,14 @@ class EmailContent(BaseModel):
 
 @task(queue="email")
 def send_email(
-    to: EmailStr, subject: Subject, text: Body | None = None, html: Body | None = None
+    to: Recipient, subject: Subject, text: Body | None = None, html: Body | None = None
 ) -> dict[str, Any]:
     """Send one email through SES from the configured sender."""
     if text is None and html is None:
         raise ValueError("send_email needs a text or an html body")
+    # Defence in depth: a message that bypassed the API (or a list changed since) fails for good.
+    if not is_allowed_recipient(to):
+        raise RecipientNotAllowedError("recipient is not allowed on this stage")
     sender = get_settings().sender_email
     message_id = ses.send_email(sender=sender, to=to, subject=subject, text=text, html=html)
     logger.info(

@@ -8,6 +8,7 @@ from functools import cache
 from typing import Any
 from uuid import UUID, uuid4
 
+from offload import claim_check
 from offload.aws import sqs, tasks_table
 from offload.errors import EnqueueError
 from offload.models import TaskMessage, TaskState
@@ -45,11 +46,13 @@ def enqueue(calls: Sequence[TaskCall], correlation_id: str | None = None) -> lis
     """
     settings = get_settings()
     messages = [
-        TaskMessage(
-            task_id=call.task_id,
-            kind=call.definition.name,
-            payload=call.payload,
-            correlation_id=correlation_id,
+        claim_check.check_in(
+            TaskMessage(
+                task_id=call.task_id,
+                kind=call.definition.name,
+                payload=call.payload,
+                correlation_id=correlation_id,
+            )
         )
         for call in calls
     ]

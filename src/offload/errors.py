@@ -21,6 +21,10 @@ class EmailRejectedError(PermanentTaskError):
     """SES refused the email for a reason that will not change on retry."""
 
 
+class RecipientNotAllowedError(PermanentTaskError):
+    """The recipient is not on this stage's allow-list (OFFLOAD_ALLOWED_RECIPIENTS)."""
+
+
 class TransientTaskError(TaskError):
     """Worth retrying later: throttling, a 5xx, a timeout, or a lost connection."""
 

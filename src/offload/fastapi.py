@@ -15,13 +15,29 @@ from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 from uuid import UUID
 
+from anyio import CapacityLimiter, to_thread
+from anyio.lowlevel import RunVar
 from fastapi import Depends, Request
-from starlette.concurrency import run_in_threadpool
 
 from offload.enqueue import TaskCall, enqueue
 from offload.registry import definition_of
 
 CORRELATION_HEADER = "x-correlation-id"
+
+# Enqueueing waits on SQS and DynamoDB. It runs under its own thread limit, so a burst of POSTs
+# never holds the tokens FastAPI needs to run plain `def` endpoints and dependencies.
+ENQUEUE_THREADS = 40
+_enqueue_limiter: RunVar[CapacityLimiter] = RunVar("offload_enqueue_limiter")
+
+
+def _limiter() -> CapacityLimiter:
+    """One limiter per event loop (Mangum may start a new loop per invocation)."""
+    try:
+        return _enqueue_limiter.get()
+    except LookupError:
+        limiter = CapacityLimiter(ENQUEUE_THREADS)
+        _enqueue_limiter.set(limiter)
+        return limiter
 
 
 class DurableBackgroundTasks:
@@ -62,7 +78,7 @@ async def durable_background_tasks(request: Request) -> AsyncIterator[DurableBac
     tasks = DurableBackgroundTasks(correlation_id(request))
     yield tasks
     if tasks.pending:
-        await run_in_threadpool(tasks.flush)
+        await to_thread.run_sync(tasks.flush, limiter=_limiter())
 
 
 BackgroundTasks = Annotated[

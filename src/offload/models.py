@@ -38,6 +38,8 @@ class TaskMessage(BaseModel):
     payload: dict[str, Any] = Field(default_factory=dict)
     enqueued_at: datetime = Field(default_factory=utcnow)
     correlation_id: str | None = Field(default=None, max_length=128)
+    # Claim check: the payload was too large for SQS and is stored in S3 under this key.
+    payload_ref: str | None = Field(default=None, max_length=1024)
 
 
 class TaskRecord(BaseModel):

@@ -6,7 +6,7 @@ from the same template, so there is one source of truth.
 
 from functools import lru_cache
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -31,8 +31,19 @@ class Settings(BaseSettings):
     record_time_budget_ms: int = Field(default=5_000, ge=0)
     # How long a finished task's idempotency record keeps duplicates from running it again.
     idempotency_ttl_seconds: int = Field(default=86_400, ge=60)
+    # Claim check: a task message larger than this (the queues' MaximumMessageSize) is stored
+    # in the payload bucket and the SQS message carries a pointer.
+    max_message_bytes: int = Field(default=262_144, ge=1_024, le=1_048_576)
+    payload_bucket: str = ""
     # Extra modules whose @task functions should be registered, comma separated.
     task_modules: str = ""
+    # Security. When set, every route but /health needs `Authorization: Bearer <api_token>`
+    # (the local system; on AWS the HTTP API's JWT authorizer guards the routes instead).
+    api_token: SecretStr | None = None
+    # Largest request body the API reads; bigger ones get 413.
+    max_body_bytes: int = Field(default=262_144, ge=1)
+    # Comma-separated addresses or domains email may go to; empty allows any.
+    allowed_recipients: str = ""
 
     def queue_url(self, queue: str) -> str:
         urls = {"tasks": self.task_queue_url, "email": self.email_queue_url}

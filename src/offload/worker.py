@@ -6,10 +6,13 @@ Outcomes for a record:
   is copied to the DLQ at once and reported as processed; the task is `dead`.
 - any other error: the record is reported as failed and comes back after a backoff; the task is
   `retrying`, or `dead` once the queue's maxReceiveCount is reached (SQS then moves it).
-- a duplicate of a finished task: skipped; the idempotency record returns the first result.
+- a duplicate of a finished task: skipped (its status is final), or, if it races the first
+  delivery, held back by the idempotency record until that delivery ends or expires.
+- the Lambda is near its timeout: the record goes back to the queue at once, untouched.
 """
 
 import json
+import math
 import random
 import time
 from collections.abc import Callable
@@ -19,13 +22,18 @@ from uuid import UUID
 
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
-from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
+from aws_lambda_powertools.utilities.idempotency import (
+    DynamoDBPersistenceLayer,
+    IdempotencyConfig,
+    idempotent_function,
+)
 from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyAlreadyInProgressError,
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
+from offload import claim_check
 from offload.aws import idempotency, sqs, tasks_table
 from offload.errors import (
     InvalidMessageError,
@@ -40,6 +48,10 @@ from offload.settings import get_settings
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.type_defs import MessageAttributeValueTypeDef
+
+
+# The most SQS allows for a message's visibility timeout (12 hours).
+MAX_VISIBILITY_SECONDS = 43_200
 
 
 class OutOfTimeError(TransientTaskError):
@@ -61,25 +73,33 @@ def backoff_seconds(attempt: int) -> int:
 
 
 @cache
-def _run_once() -> Callable[..., Any]:
-    """The task runner wrapped in Powertools idempotency, keyed on the task id."""
+def _runner(
+    store: DynamoDBPersistenceLayer,
+) -> tuple[IdempotencyConfig, Callable[..., Any]]:
+    """The task runner wrapped in Powertools idempotency, keyed on the task id.
+
+    Built once per persistence layer, so clients.reset() in tests gives a fresh one.
+    """
     config = IdempotencyConfig(
         event_key_jmespath="task_id",
         raise_on_no_idempotency_key=True,
         expires_after_seconds=get_settings().idempotency_ttl_seconds,
     )
 
-    @idempotent_function(
-        data_keyword_argument="message",
-        persistence_store=idempotency.persistence_layer(),
-        config=config,
-        key_prefix="offload-task",
-    )
     def run(message: dict[str, Any]) -> Any:
         return get_task(message["kind"]).run(message["payload"])
 
-    run.config = config  # type: ignore[attr-defined]
-    return run
+    wrapped: Callable[..., Any] = idempotent_function(
+        data_keyword_argument="message",
+        persistence_store=store,
+        config=config,
+        key_prefix="offload-task",
+    )(run)
+    return config, wrapped
+
+
+def _run_once() -> Callable[..., Any]:
+    return _runner(idempotency.persistence_layer())[1]
 
 
 def _guess_task_id(body: str) -> str | None:
@@ -101,84 +121,119 @@ def _dead_letter(record: SQSRecord, queue: QueueName, reason: str) -> None:
     sqs.send_raw(get_settings().dlq_url(queue), record.body, attributes)
 
 
+def _attribute(record: SQSRecord, name: str) -> str | None:
+    # Indexing gives a typed attribute (or None); .get() would give the raw dict.
+    value = record.message_attributes[name]
+    return value.string_value if value is not None else None
+
+
 def process_record(record: SQSRecord, queue: QueueName, context: LambdaContext) -> Any:
-    settings = get_settings()
+    """Run one record. Its log keys (task, attempt, correlation id) live only while it runs."""
     attempt = int(record.attributes.approximate_receive_count)
+    keys: dict[str, Any] = {
+        "task_id": _attribute(record, "task_id"),
+        "kind": _attribute(record, "kind"),
+        "correlation_id": _attribute(record, "correlation_id"),
+        "attempt": attempt,
+        "message_id": record.message_id,
+    }
+    # Thread-safe keys: a poller may run several batches in one process (the local system).
+    logger.thread_safe_append_keys(**keys)
+    try:
+        return _process(record, queue, context, attempt)
+    finally:
+        logger.thread_safe_remove_keys(keys)
+
+
+def _process(record: SQSRecord, queue: QueueName, context: LambdaContext, attempt: int) -> Any:
+    settings = get_settings()
     if context.get_remaining_time_in_millis() < settings.record_time_budget_ms:
         sqs.change_visibility(settings.queue_url(queue), record.receipt_handle, 0)
+        logger.warning("near the Lambda timeout; record returned to the queue untouched")
         raise OutOfTimeError("too close to the Lambda timeout; returned to the queue untouched")
 
     try:
         message = parse_message(record.body)
     except InvalidMessageError as exc:
-        task_id = _guess_task_id(record.body)
-        logger.exception(
-            "poison message sent to the DLQ",
-            extra={"message_id": record.message_id, "task_id": task_id, "attempt": attempt},
-        )
-        if task_id:
-            tasks_table.transition(UUID(task_id), "unknown", TaskState.DEAD, error=str(exc))
-        _dead_letter(record, queue, str(exc))
-        metrics.add_metric(name="TasksDead", unit=MetricUnit.Count, value=1)
+        _poison(record, queue, exc)
         return None
+    logger.thread_safe_append_keys(
+        task_id=str(message.task_id), kind=message.kind, correlation_id=message.correlation_id
+    )
+    return _run(record, queue, message, attempt)
 
-    keys = {
-        "task_id": str(message.task_id),
-        "kind": message.kind,
-        "attempt": attempt,
-        "message_id": record.message_id,
-    }
-    if message.correlation_id:
-        logger.set_correlation_id(message.correlation_id)
-    with logger.append_context_keys(**keys):
-        return _run(record, queue, message, attempt)
+
+def _poison(record: SQSRecord, queue: QueueName, exc: InvalidMessageError) -> None:
+    """A body that is not a task message: dead-letter it once, with the reason."""
+    task_id = _guess_task_id(record.body) or _attribute(record, "task_id")
+    if task_id:
+        status = tasks_table.get(UUID(task_id))
+        if status is not None and status.state.is_final:
+            logger.info("duplicate of a dead task; dropped", extra={"state": status.state})
+            return
+    logger.error(
+        "poison message sent to the DLQ",
+        extra={"task_id": task_id, "reason": str(exc)},
+        exc_info=exc,
+    )
+    _dead_letter(record, queue, str(exc))
+    if task_id:
+        tasks_table.transition(UUID(task_id), "unknown", TaskState.DEAD, error=str(exc))
+    metrics.add_metric(name="TasksDead", unit=MetricUnit.Count, value=1)
 
 
 def _run(record: SQSRecord, queue: QueueName, message: TaskMessage, attempt: int) -> Any:
     settings = get_settings()
     started = time.perf_counter()
     try:
-        definition = get_task(message.kind)
-        if definition.queue != queue:
-            raise UnknownTaskError(f"task {message.kind!r} belongs on the {definition.queue} queue")
+        # A copy of a finished task (succeeded or dead) is a duplicate delivery: drop it.
         if not tasks_table.transition(
             message.task_id, message.kind, TaskState.RUNNING, attempts=attempt
         ):
             logger.info("task already finished; duplicate delivery skipped")
             metrics.add_metric(name="DuplicatesSkipped", unit=MetricUnit.Count, value=1)
             return None
+        logger.info("task started")
+        definition = get_task(message.kind)
+        if definition.queue != queue:
+            raise UnknownTaskError(f"task {message.kind!r} belongs on the {definition.queue} queue")
+        message = claim_check.check_out(message)
         result = _run_once()(message=message.model_dump(mode="json"))
     except PermanentTaskError as exc:
+        # DLQ first: if the status write then fails, the redelivery dead-letters it again
+        # rather than skipping it as finished.
+        logger.error(
+            "task failed permanently; sent to the DLQ without retry",
+            extra={"reason": str(exc)},
+            exc_info=exc,
+        )
+        _dead_letter(record, queue, str(exc))
         tasks_table.transition(
             message.task_id, message.kind, TaskState.DEAD, attempts=attempt, error=str(exc)
         )
-        logger.exception("task failed permanently; sent to the DLQ without retry")
-        _dead_letter(record, queue, str(exc))
         metrics.add_metric(name="TasksDead", unit=MetricUnit.Count, value=1)
         return None
     except IdempotencyAlreadyInProgressError:
-        # A concurrent delivery holds the task; leave its status alone and look again later.
-        delay = backoff_seconds(attempt)
+        delay = _in_progress_delay(message, attempt)
         sqs.change_visibility(settings.queue_url(queue), record.receipt_handle, delay)
         logger.warning("task is running in another delivery", extra={"retry_in_seconds": delay})
         raise
     except Exception as exc:
         final = attempt >= settings.max_receive_count
         state = TaskState.DEAD if final else TaskState.RETRYING
-        tasks_table.transition(
-            message.task_id,
-            message.kind,
-            state,
-            attempts=attempt,
-            error=f"{type(exc).__name__}: {exc}",
-        )
+        reason = f"{type(exc).__name__}: {exc}"
+        tasks_table.transition(message.task_id, message.kind, state, attempts=attempt, error=reason)
         delay = 0 if final else backoff_seconds(attempt)
         sqs.change_visibility(settings.queue_url(queue), record.receipt_handle, delay)
         if final:
             logger.exception("task failed on its last attempt; SQS moves it to the DLQ")
             metrics.add_metric(name="TasksDead", unit=MetricUnit.Count, value=1)
         else:
-            logger.exception("task failed; will retry", extra={"retry_in_seconds": delay})
+            logger.warning(
+                "task failed; will retry",
+                extra={"retry_in_seconds": delay, "reason": reason},
+                exc_info=exc,
+            )
             metrics.add_metric(name="TasksRetried", unit=MetricUnit.Count, value=1)
         raise
     tasks_table.transition(
@@ -191,6 +246,22 @@ def _run(record: SQSRecord, queue: QueueName, message: TaskMessage, attempt: int
     return result
 
 
+def _in_progress_delay(message: TaskMessage, attempt: int) -> int:
+    """When to look again at a task that another delivery holds.
+
+    A live holder finishes soon, so early receives back off briefly. From half the receives
+    on, wait until the holder's in-progress record expires (at its Lambda's timeout, if that
+    worker died), so that a duplicate never reaches the DLQ only because of the wait.
+    """
+    delay = backoff_seconds(attempt)
+    if attempt > get_settings().max_receive_count // 2:
+        left = idempotency.in_progress_seconds_left(
+            idempotency.persistence_layer(), message.model_dump(mode="json")
+        )
+        delay = max(delay, math.ceil(left) + 1)
+    return min(delay, MAX_VISIBILITY_SECONDS)
+
+
 def register_context(context: LambdaContext) -> None:
     """Let in-progress idempotency records expire at this invocation's timeout."""
-    _run_once().config.register_lambda_context(context)  # type: ignore[attr-defined]
+    _runner(idempotency.persistence_layer())[0].register_lambda_context(context)

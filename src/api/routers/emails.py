@@ -1,13 +1,13 @@
 """Email endpoints: each one enqueues a send_email task."""
 
 from fastapi import APIRouter, Request, status
-from pydantic import EmailStr
 
 from api.models import TaskAccepted
-from offload.emails import EmailContent, send_email
+from api.security import BODY_ERRORS, NOT_QUEUED, UNAUTHORIZED
+from offload.emails import EmailContent, Recipient, send_email
 from offload.fastapi import BackgroundTasks
 
-router = APIRouter(tags=["email"])
+router = APIRouter(tags=["email"], responses=UNAUTHORIZED | BODY_ERRORS | NOT_QUEUED)
 
 DEFAULT_SUBJECT = "Hello from Offload"
 DEFAULT_TEXT = "This email was sent by a durable background task."
@@ -20,7 +20,7 @@ def _accepted(request: Request, task_id: object) -> TaskAccepted:
 
 @router.post("/email/{to_email}", status_code=status.HTTP_202_ACCEPTED)
 async def email_with_defaults(
-    to_email: EmailStr, background_tasks: BackgroundTasks, request: Request
+    to_email: Recipient, background_tasks: BackgroundTasks, request: Request
 ) -> TaskAccepted:
     task_id = background_tasks.add_task(
         send_email, to=to_email, subject=DEFAULT_SUBJECT, text=DEFAULT_TEXT

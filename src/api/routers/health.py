@@ -6,6 +6,7 @@ from offload.settings import get_settings
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health")
+# Public (api.security.PUBLIC_PATHS): the empty requirement {} lets anonymous calls through.
+@router.get("/health", openapi_extra={"security": [{}]})
 async def health() -> Health:
     return Health(stage=get_settings().stage)

@@ -4,10 +4,11 @@ from fastapi import APIRouter, Request, status
 from pydantic import EmailStr
 
 from api.models import TaskAccepted
+from api.security import BODY_ERRORS, NOT_QUEUED, UNAUTHORIZED
 from offload.fastapi import BackgroundTasks
 from offload.notifications import write_log
 
-router = APIRouter(tags=["notifications"])
+router = APIRouter(tags=["notifications"], responses=UNAUTHORIZED | BODY_ERRORS | NOT_QUEUED)
 
 
 @router.post("/send-notification/{email}", status_code=status.HTTP_202_ACCEPTED)

@@ -1,17 +1,19 @@
 """Task messages on SQS."""
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from offload.aws import clients
 from offload.models import TaskMessage
+from offload.settings import get_settings
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.type_defs import (
         MessageAttributeValueTypeDef,
+        MessageTypeDef,
         SendMessageBatchRequestEntryTypeDef,
     )
 
@@ -31,26 +33,62 @@ def _attributes(message: TaskMessage) -> "dict[str, MessageAttributeValueTypeDef
     return attributes
 
 
+def attributes_size(attributes: "Mapping[str, Any]") -> int:
+    """Bytes that message attributes count towards SQS's message size limit."""
+    return sum(
+        len(name) + len(value["DataType"]) + len(value.get("StringValue", "").encode())
+        for name, value in attributes.items()
+    )
+
+
+def message_size(message: TaskMessage) -> int:
+    """The size SQS counts for a task message: its body and its attributes."""
+    return len(message.model_dump_json().encode()) + attributes_size(_attributes(message))
+
+
+def _chunks(
+    entries: "list[SendMessageBatchRequestEntryTypeDef]",
+) -> "Iterator[list[SendMessageBatchRequestEntryTypeDef]]":
+    """Batches of at most ten entries whose total size stays within one message's limit."""
+    limit = get_settings().max_message_bytes
+    chunk: list[SendMessageBatchRequestEntryTypeDef] = []
+    size = 0
+    for entry in entries:
+        entry_size = len(entry["MessageBody"].encode()) + attributes_size(
+            entry.get("MessageAttributes", {})
+        )
+        if chunk and (len(chunk) == SQS_BATCH_LIMIT or size + entry_size > limit):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(entry)
+        size += entry_size
+    if chunk:
+        yield chunk
+
+
 def send_messages(queue_url: str, messages: Sequence[TaskMessage]) -> dict[UUID, str]:
-    """Send task messages in batches of ten. Returns the messages SQS did not take, with why."""
+    """Send task messages in batches (ten at most, and within SQS's batch size).
+
+    Returns the messages SQS did not take, with why.
+    """
     refused: dict[UUID, str] = {}
-    for start in range(0, len(messages), SQS_BATCH_LIMIT):
-        chunk = messages[start : start + SQS_BATCH_LIMIT]
-        entries: list[SendMessageBatchRequestEntryTypeDef] = [
-            {
-                "Id": str(index),
-                "MessageBody": message.model_dump_json(),
-                "MessageAttributes": _attributes(message),
-            }
-            for index, message in enumerate(chunk)
-        ]
+    by_id = {str(index): message for index, message in enumerate(messages)}
+    entries: list[SendMessageBatchRequestEntryTypeDef] = [
+        {
+            "Id": entry_id,
+            "MessageBody": message.model_dump_json(),
+            "MessageAttributes": _attributes(message),
+        }
+        for entry_id, message in by_id.items()
+    ]
+    for chunk in _chunks(entries):
         try:
-            response = clients.sqs().send_message_batch(QueueUrl=queue_url, Entries=entries)
+            response = clients.sqs().send_message_batch(QueueUrl=queue_url, Entries=chunk)
         except (ClientError, BotoCoreError) as exc:
-            refused.update({message.task_id: str(exc) for message in chunk})
+            refused.update({by_id[entry["Id"]].task_id: str(exc) for entry in chunk})
             continue
         for failed in response.get("Failed", []):
-            message = chunk[int(failed["Id"])]
+            message = by_id[failed["Id"]]
             refused[message.task_id] = f"{failed['Code']}: {failed.get('Message', '')}"
     return refused
 
@@ -69,3 +107,112 @@ def change_visibility(queue_url: str, receipt_handle: str, seconds: int) -> None
     clients.sqs().change_message_visibility(
         QueueUrl=queue_url, ReceiptHandle=receipt_handle, VisibilityTimeout=seconds
     )
+
+
+# ---------------------------------------------------------------- dead-letter queue tooling
+def receive(
+    queue_url: str, *, max_messages: int = 10, visibility_seconds: int = 60
+) -> "list[MessageTypeDef]":
+    """Receive up to ten messages with all their attributes (no long polling)."""
+    response = clients.sqs().receive_message(
+        QueueUrl=queue_url,
+        MaxNumberOfMessages=min(max_messages, SQS_BATCH_LIMIT),
+        VisibilityTimeout=visibility_seconds,
+        WaitTimeSeconds=0,
+        MessageSystemAttributeNames=["All"],
+        MessageAttributeNames=["All"],
+    )
+    return list(response.get("Messages", []))
+
+
+def move(source_url: str, target_url: str, messages: "Sequence[MessageTypeDef]") -> int:
+    """Copy received messages to another queue, then delete them from their own. Returns moved.
+
+    A message whose copy SQS refused stays where it is (it reappears after its visibility
+    timeout). The copy drops the `error` attribute that the worker added on dead-lettering.
+    """
+    moved = 0
+    for start in range(0, len(messages), SQS_BATCH_LIMIT):
+        chunk = messages[start : start + SQS_BATCH_LIMIT]
+        entries: list[SendMessageBatchRequestEntryTypeDef] = [
+            {
+                "Id": str(index),
+                "MessageBody": message["Body"],
+                "MessageAttributes": {
+                    name: value
+                    for name, value in message.get("MessageAttributes", {}).items()
+                    if name != "error" and value["DataType"].startswith(("String", "Number"))
+                },
+            }
+            for index, message in enumerate(chunk)
+        ]
+        response = clients.sqs().send_message_batch(QueueUrl=target_url, Entries=entries)
+        sent = [chunk[int(ok["Id"])] for ok in response.get("Successful", [])]
+        if sent:
+            delete_batch(source_url, sent)
+        moved += len(sent)
+    return moved
+
+
+def delete_batch(queue_url: str, messages: "Sequence[MessageTypeDef]") -> None:
+    for start in range(0, len(messages), SQS_BATCH_LIMIT):
+        chunk = messages[start : start + SQS_BATCH_LIMIT]
+        clients.sqs().delete_message_batch(
+            QueueUrl=queue_url,
+            Entries=[
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)
+            ],
+        )
+
+
+def release(queue_url: str, messages: "Sequence[MessageTypeDef]") -> None:
+    """Make received messages visible again at once."""
+    for start in range(0, len(messages), SQS_BATCH_LIMIT):
+        chunk = messages[start : start + SQS_BATCH_LIMIT]
+        clients.sqs().change_message_visibility_batch(
+            QueueUrl=queue_url,
+            Entries=[
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0}
+                for i, m in enumerate(chunk)
+            ],
+        )
+
+
+def queue_arn(queue_url: str) -> str:
+    attributes = clients.sqs().get_queue_attributes(
+        QueueUrl=queue_url, AttributeNames=["QueueArn"]
+    )["Attributes"]
+    return attributes["QueueArn"]
+
+
+def counts(queue_url: str) -> dict[str, int]:
+    """Approximate numbers of visible, in-flight and delayed messages."""
+    attributes = clients.sqs().get_queue_attributes(
+        QueueUrl=queue_url,
+        AttributeNames=[
+            "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible",
+            "ApproximateNumberOfMessagesDelayed",
+        ],
+    )["Attributes"]
+    return {str(name): int(value) for name, value in attributes.items()}
+
+
+def start_move_task(source_arn: str, destination_arn: str) -> str | None:
+    """SQS's own redrive (StartMessageMoveTask). None where it is not available (moto)."""
+    try:
+        response = clients.sqs().start_message_move_task(
+            SourceArn=source_arn, DestinationArn=destination_arn
+        )
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code in {"UnsupportedOperation", "InvalidAction", "NotImplemented", "501"} or (
+            int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)) in {404, 501}
+        ):
+            return None
+        raise
+    return response.get("TaskHandle")
+
+
+def purge(queue_url: str) -> None:
+    clients.sqs().purge_queue(QueueUrl=queue_url)

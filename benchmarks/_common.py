@@ -1,0 +1,130 @@
+"""Shared helpers: free ports, child processes, environments and medians."""
+
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# The same environment for subjects and baselines: no AWS account, tracing off as in tests.
+BENCH_ENV = {
+    "AWS_ACCESS_KEY_ID": "bench",
+    "AWS_SECRET_ACCESS_KEY": "bench",  # moto accepts any credentials
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+    "POWERTOOLS_TRACE_DISABLED": "true",
+    "POWERTOOLS_METRICS_DISABLED": "true",
+    "POWERTOOLS_DEV": "false",
+    "PYTHONUNBUFFERED": "1",
+}
+
+Row = dict[str, Any]
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """This process's environment without AWS_/OFFLOAD_ settings, plus BENCH_ENV and extra."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "OFFLOAD_"))}
+    env.update(BENCH_ENV)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "src")])
+    env.update(extra)
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def row(
+    figure: str,
+    value: float,
+    baseline: float,
+    target: float | None,
+    unit: str = "ms",
+    note: str = "",
+) -> Row:
+    ratio = value / baseline if baseline else float("inf")
+    result: Row = {
+        "figure": figure,
+        "value": value,
+        "baseline": baseline,
+        "ratio": ratio,
+        "target": target,
+        "unit": unit,
+        "note": note,
+    }
+    if target is not None:
+        result["passed"] = ratio <= target
+    return result
+
+
+def spawn(args: list[str], env: dict[str, str], log: Path | None = None) -> subprocess.Popen[bytes]:
+    """Start a child in its own session, so that stop() ends it and its children."""
+    output = log.open("wb") if log else subprocess.DEVNULL
+    return subprocess.Popen(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=output,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=10)
+    except ProcessLookupError:
+        return
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+def wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise TimeoutError(f"nothing answered on {url} within {timeout} s")
+
+
+@contextmanager
+def moto_server(log: Path | None = None) -> Iterator[str]:
+    """moto's server in its own process on a free loopback port; yields its URL."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = spawn(["-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], child_env(), log)
+    try:
+        wait_http(f"{url}/moto-api/", process)
+        httpx.post(
+            f"{url}/moto-api/config", json={"lambda": {"use_docker": False}}, timeout=5
+        ).raise_for_status()
+        yield url
+    finally:
+        stop(process)

@@ -1,0 +1,146 @@
+"""Figure (b) in a child process: one enqueue request in-process through Mangum, against moto.
+
+`python -m benchmarks._enqueue {mock|server} ROUNDS OUT.json` times `api.main.handler` on an HTTP
+API v2 `POST /emails` event against the bare Mangum handler, interleaved, and writes every
+sample to OUT.json. With `server`, AWS_ENDPOINT_URL must point at moto's server; with `mock`,
+moto runs in this process (`mock_aws`). Logs go to this process's stdout, which the caller
+discards.
+"""
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+DRAIN_EVERY = 10  # moto's SQS scans the whole queue on each call: keep the queues shallow
+
+
+class Context:
+    """The parts of a Lambda context that Mangum and Powertools read."""
+
+    function_name = "ApiFunction"
+    memory_limit_in_mb = 512
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:ApiFunction"
+    aws_request_id = "c6af9ac6-7b61-11e6-9a41-93e812345678"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 10_000
+
+
+def http_api_event(path: str, body: dict[str, Any]) -> dict[str, Any]:
+    """An API Gateway HTTP API (payload 2.0) event for a JSON POST."""
+    return {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": path,
+        "rawQueryString": "",
+        "headers": {
+            "accept": "*/*",
+            "content-type": "application/json",
+            "host": "abc123.execute-api.us-east-1.amazonaws.com",
+            "user-agent": "curl/8.5.0",
+            "x-forwarded-for": "203.0.113.7",
+            "x-forwarded-port": "443",
+            "x-forwarded-proto": "https",
+        },
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "abc123",
+            "domainName": "abc123.execute-api.us-east-1.amazonaws.com",
+            "domainPrefix": "abc123",
+            "http": {
+                "method": "POST",
+                "path": path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": "203.0.113.7",
+                "userAgent": "curl/8.5.0",
+            },
+            "requestId": "JKJaXmPLvHcESHA=",
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": "10/Mar/2025:12:00:00 +0000",
+            "timeEpoch": 1741608000000,
+        },
+        "body": json.dumps(body),
+        "isBase64Encoded": False,
+    }
+
+
+def _provision() -> dict[str, str]:
+    dynamodb = boto3.client("dynamodb")
+    dynamodb.create_table(
+        TableName="bench-tasks",
+        AttributeDefinitions=[{"AttributeName": "task_id", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "task_id", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    sqs = boto3.client("sqs")
+    queues = {
+        name: sqs.create_queue(QueueName=f"bench-{name}")["QueueUrl"]
+        for name in ("email", "tasks", "bare")
+    }
+    os.environ.update(
+        OFFLOAD_TASKS_TABLE="bench-tasks",
+        OFFLOAD_EMAIL_QUEUE_URL=queues["email"],
+        OFFLOAD_TASK_QUEUE_URL=queues["tasks"],
+        BENCH_QUEUE_URL=queues["bare"],
+    )
+    return queues
+
+
+def _drain(sqs: Any, queue_url: str) -> None:
+    for _ in range(100):
+        messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get(
+            "Messages", []
+        )
+        if not messages:
+            return
+        entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)]
+        sqs.delete_message_batch(QueueUrl=queue_url, Entries=entries)
+
+
+def measure(rounds: int) -> dict[str, list[float]]:
+    queues = _provision()
+    from api.main import handler as offload_handler
+    from benchmarks.baselines.bare_handler import handler as bare_handler
+
+    body = {"to": "ada@example.com", "subject": "Hello", "text": "A durable email."}
+    event = http_api_event("/emails", body)
+    context = Context()
+    sqs = boto3.client("sqs")
+    handlers = {"offload": offload_handler, "bare": bare_handler}
+    samples: dict[str, list[float]] = {name: [] for name in handlers}
+    warmup = 10
+    for index in range(warmup + rounds):
+        if index % DRAIN_EVERY == 0:
+            for url in queues.values():
+                _drain(sqs, url)
+        order = list(handlers) if index % 2 == 0 else list(reversed(handlers))
+        for name in order:
+            start = time.perf_counter()
+            response = handlers[name](event, context)
+            elapsed = time.perf_counter() - start
+            if response["statusCode"] != 202:
+                raise RuntimeError(f"{name}: {response['statusCode']} {response['body']}")
+            if index >= warmup:
+                samples[name].append(elapsed * 1000)
+    return samples
+
+
+def main(mode: str, rounds: int, out: Path) -> None:
+    if mode == "mock":
+        from moto import mock_aws
+
+        with mock_aws():
+            samples = measure(rounds)
+    else:
+        samples = measure(rounds)
+    out.write_text(json.dumps(samples))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]), Path(sys.argv[3]))

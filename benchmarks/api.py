@@ -1,0 +1,259 @@
+"""The API's figures from issue 2, each against a baseline measured in the same run.
+
+(a) import and init of the API handler module, in a fresh process;
+(b) one enqueue request in-process through Mangum, against moto (in-process and server);
+(c) the slowest answer of a plain `def` endpoint while a burst of 200 requests each start a
+    2-second task: the seed's in-process BackgroundTasks against Offload.
+
+Subjects and baselines alternate (ABAB) and the figures are medians, because these machines
+are noisy.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+
+from benchmarks._common import (
+    BENCH_ENV,
+    ROOT,
+    Row,
+    child_env,
+    free_port,
+    median,
+    moto_server,
+    row,
+    spawn,
+    stop,
+    wait_http,
+)
+
+IMPORT_RUNS = 15
+ENQUEUE_ROUNDS = 300
+BURST_SIZE = 200
+BURST_ROUNDS = 3
+TASK_SECONDS = 2.0
+PROBE_WINDOW_SECONDS = 12.0  # the seed's 200 tasks drain in ~10 s
+IDLE_PROBES = 40
+
+
+# --------------------------------------------------------------------------- (a) import
+def _import_ms(statement: str) -> float:
+    """Time `statement` in a fresh interpreter, measured inside it (interpreter start excluded)."""
+    code = (
+        "import time\nstart = time.perf_counter()\n"
+        f"{statement}\n"
+        "print((time.perf_counter() - start) * 1000)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def import_figure(runs: int = IMPORT_RUNS) -> list[Row]:
+    subject = "from api.main import handler"
+    baseline = "from benchmarks.baselines.bare_handler import handler"
+    _import_ms(subject), _import_ms(baseline)  # warm the OS file cache and the .pyc files
+    samples: dict[str, list[float]] = {subject: [], baseline: []}
+    for index in range(runs):
+        order = (subject, baseline) if index % 2 == 0 else (baseline, subject)
+        for statement in order:
+            samples[statement].append(_import_ms(statement))
+    return [
+        row(
+            "(a) import + init of api.main (vs bare FastAPI+Mangum+SQS client)",
+            median(samples[subject]),
+            median(samples[baseline]),
+            1.25,
+            note=f"fresh process, median of {runs} each",
+        )
+    ]
+
+
+# --------------------------------------------------------------------------- (b) enqueue
+def _enqueue_samples(mode: str, rounds: int, env: dict[str, str]) -> dict[str, list[float]]:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "samples.json"
+        result = subprocess.run(
+            [sys.executable, "-m", "benchmarks._enqueue", mode, str(rounds), str(out)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,  # the API's JSON logs
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"enqueue benchmark ({mode}) failed:\n{result.stderr[-2000:]}")
+        samples: dict[str, list[float]] = json.loads(out.read_text())
+        return samples
+
+
+def enqueue_figures(rounds: int = ENQUEUE_ROUNDS) -> list[Row]:
+    rows = []
+    samples = _enqueue_samples("mock", rounds, child_env())
+    rows.append(
+        row(
+            "(b) POST /emails through Mangum, moto in-process (vs one send_message)",
+            median(samples["offload"]),
+            median(samples["bare"]),
+            1.2,
+            note=f"mock_aws, median of {rounds} each",
+        )
+    )
+    with moto_server() as url:
+        samples = _enqueue_samples("server", rounds, child_env(AWS_ENDPOINT_URL=url))
+    rows.append(
+        row(
+            "(b) POST /emails through Mangum, moto server (vs one send_message)",
+            median(samples["offload"]),
+            median(samples["bare"]),
+            1.2,
+            note=f"moto server process, median of {rounds} each",
+        )
+    )
+    return rows
+
+
+# --------------------------------------------------------------------------- (c) burst
+@contextmanager
+def _environ(values: dict[str, str]) -> Iterator[None]:
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextmanager
+def _uvicorn(app: str, env: dict[str, str], log: Path) -> Iterator[str]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    args = ["-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
+    process = spawn([*args, "--no-access-log", "--log-level", "warning"], env, log)
+    try:
+        wait_http(f"{url}/ping", process)
+        yield url
+    finally:
+        stop(process)
+
+
+@contextmanager
+def _seed_system(logs: Path) -> Iterator[str]:
+    with _uvicorn("benchmarks.baselines.seed_app:app", child_env(), logs / "seed.log") as url:
+        yield url
+
+
+@contextmanager
+def _offload_system(logs: Path) -> Iterator[str]:
+    """moto's server provisioned from template.yaml, the API under uvicorn, TaskWorker pollers."""
+    from local.stack import provision
+
+    with moto_server(logs / "moto.log") as moto_url, _environ(BENCH_ENV):
+        stack = provision(moto_url, ROOT / "template.yaml", {"Stage": "dev"})
+        extra = {"AWS_ENDPOINT_URL": moto_url, "OFFLOAD_TASK_MODULES": "benchmarks.subjects.slow_task"}
+        api_env = child_env(**stack.environment("ApiFunction"), **extra)
+        source = next(s for s in stack.event_sources if s.function == "TaskWorker")
+        source = replace(source, environment={**source.environment, **extra})
+        from local.poller import spec_argument
+
+        pollers = [
+            spawn(["-m", "local", "poll", spec_argument(source)], child_env(**extra), logs / f"poller{i}.log")
+            for i in range(2)
+        ]
+        try:
+            with _uvicorn("benchmarks.subjects.offload_app:app", api_env, logs / "api.log") as url:
+                yield url
+        finally:
+            for poller in pollers:
+                stop(poller)
+
+
+def _idle_ms(client: httpx.Client, url: str) -> float:
+    """Warm the server with one task, let it finish, then time GET /ping one after another."""
+    client.post(f"{url}/work?seconds={TASK_SECONDS}").raise_for_status()
+    time.sleep(TASK_SECONDS + 0.5)
+    samples = []
+    for _ in range(IDLE_PROBES):
+        start = time.perf_counter()
+        client.get(f"{url}/ping").raise_for_status()
+        samples.append((time.perf_counter() - start) * 1000)
+        time.sleep(0.01)
+    return median(samples)
+
+
+def _slowest_during_burst_ms(client: httpx.Client, url: str) -> float:
+    """Probe GET /ping one after another while another process fires the burst."""
+    burst = spawn(
+        ["-m", "benchmarks._burst", f"{url}/work?seconds={TASK_SECONDS}", str(BURST_SIZE)],
+        child_env(),
+    )
+    started = time.monotonic()
+    slowest = 0.0
+    try:
+        while time.monotonic() - started < PROBE_WINDOW_SECONDS or burst.poll() is None:
+            if time.monotonic() - started > 120:
+                raise TimeoutError("the burst did not finish within 120 s")
+            start = time.perf_counter()
+            client.get(f"{url}/ping").raise_for_status()
+            slowest = max(slowest, (time.perf_counter() - start) * 1000)
+            time.sleep(0.02)
+        if burst.wait() != 0:
+            raise RuntimeError(f"some POSTs of the burst to {url} failed")
+    finally:
+        stop(burst)
+    return slowest
+
+
+def burst_figures(rounds: int = BURST_ROUNDS) -> list[Row]:
+    idle: dict[str, list[float]] = {"seed": [], "offload": []}
+    slowest: dict[str, list[float]] = {"seed": [], "offload": []}
+    systems = {"seed": _seed_system, "offload": _offload_system}
+    with tempfile.TemporaryDirectory() as tmp, httpx.Client(timeout=60) as client:
+        for index in range(rounds):
+            order = ("seed", "offload") if index % 2 == 0 else ("offload", "seed")
+            for name in order:
+                # A fresh system each round: no tasks left over from the previous burst.
+                with systems[name](Path(tmp)) as url:
+                    idle[name].append(_idle_ms(client, url))
+                    slowest[name].append(_slowest_during_burst_ms(client, url))
+    note = f"{BURST_SIZE} POSTs x {TASK_SECONDS:g} s tasks, median of {rounds} bursts"
+    return [
+        row(
+            "(c) slowest GET /ping during burst, Offload (vs its idle latency)",
+            median(slowest["offload"]),
+            median(idle["offload"]),
+            2.0,
+            note=note,
+        ),
+        row(
+            "(c) slowest GET /ping during burst, seed BackgroundTasks (vs its idle latency)",
+            median(slowest["seed"]),
+            median(idle["seed"]),
+            None,
+            note=note + "; the seed waits for a free thread",
+        ),
+    ]
+
+
+def run() -> list[Row]:
+    return [*import_figure(), *enqueue_figures(), *burst_figures()]

@@ -1,0 +1,1 @@
+"""What Offload is measured against: the bare minimum a user would otherwise write."""

@@ -1,0 +1,1 @@
+"""Offload apps and tasks that exist only for the benchmarks."""

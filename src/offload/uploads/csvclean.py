@@ -1,0 +1,426 @@
+"""Streaming CSV cleaning: bytes in, batches of clean columns out, in bounded memory.
+
+- Decoding: UTF-8 with or without a BOM (UTF-16 with a BOM too); otherwise the declared
+  charset, otherwise the encoding detected on the first 64 KiB (charset-normalizer). Bytes that
+  do not decode later on become U+FFFD and are counted, never a crash. Binary data is refused.
+- Header names are normalised: lower case, runs of other characters become `_`, blanks become
+  `column_N`, repeats get `_2`, `_3`...
+- Cells are trimmed; blank rows and exact duplicates (after trimming) are dropped.
+- Ragged rows are counted with their line number: a short row is padded, a long row whose extra
+  cells are empty is trimmed, a long row with data in its extra cells is dropped (its values
+  cannot be placed in a column).
+
+Work is done per batch of rows, column by column, so the per-cell loops run in C.
+
+Duplicates are found with a set of 60-bit row fingerprints (Python's hash of the trimmed row):
+memory is O(unique rows) at about 60 bytes each in CPython (the 16-byte digest plus the set's
+slot and object overhead). `max_tracked_rows` caps it; past the cap, rows are still checked
+against the fingerprints already held but not added, and the summary says so. Two different
+rows share a fingerprint with a probability of about n²/2⁶¹ (4×10⁻⁷ for a million rows).
+"""
+
+import codecs
+import csv
+import gzip
+import io
+import re
+import zlib
+from collections.abc import Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from itertools import compress, islice
+from typing import IO, Any
+
+from offload.uploads.errors import EmptyUploadError, InvalidUploadError, NotTextError, UploadTooLargeError
+
+SAMPLE_BYTES = 64 * 1024
+BATCH_ROWS = 4096
+MAX_RAGGED_EXAMPLES = 100
+MAX_FIELD_CHARS = 1024 * 1024
+_MASK60 = (1 << 60) - 1
+_REPLACE_HANDLER = "offload.uploads.replace"
+_replaced: ContextVar[list[int]] = ContextVar("offload_uploads_replaced")
+_MAGIC = (
+    (b"PK\x03\x04", "a ZIP archive (an Excel .xlsx workbook?)"),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an Office document (an Excel .xls workbook?)"),
+    (b"%PDF", "a PDF document"),
+    (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF8", "a GIF image"),
+    (b"\x7fELF", "an executable"),
+    (b"PAR1", "a Parquet file"),
+    (b"BZh", "a bzip2 archive"),
+    (b"\xfd7zXZ", "an xz archive"),
+    (b"7z\xbc\xaf", "a 7-Zip archive"),
+    (b"SQLite format 3", "an SQLite database"),
+)
+_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
+_NORMALISE = re.compile(r"[^\w]+")
+
+
+def _replace_and_count(error: UnicodeError) -> tuple[str, int]:
+    if not isinstance(error, UnicodeDecodeError):
+        raise error
+    counter = _replaced.get(None)
+    if counter is not None:
+        counter[0] += error.end - error.start
+    return "\ufffd", error.end
+
+
+codecs.register_error(_REPLACE_HANDLER, _replace_and_count)
+
+
+class _ChainedReader(io.RawIOBase):
+    """Bytes already read (a sample), then the rest of a stream; counts what passes."""
+
+    def __init__(self, head: bytes, rest: IO[bytes], limit: int | None, what: str) -> None:
+        self._head = memoryview(head)
+        self._rest = rest
+        self._limit = limit
+        self._what = what
+        self.count = len(head)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        if self._head:
+            n = min(len(view), len(self._head))
+            view[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        data = self._rest.read(len(view))
+        n = len(data)
+        view[:n] = data
+        self.count += n
+        if self._limit is not None and self.count > self._limit:
+            raise UploadTooLargeError(f"the file {self._what} more than {self._limit} bytes")
+        return n
+
+
+def _read_sample(stream: IO[bytes], size: int) -> bytes:
+    parts = []
+    while size > 0:
+        chunk = stream.read(size)
+        if not chunk:
+            break
+        parts.append(chunk)
+        size -= len(chunk)
+    return b"".join(parts)
+
+
+@dataclass
+class Source:
+    """How the bytes were read: compression, encoding, delimiter and decoding damage."""
+
+    compressed: bool = False
+    encoding: str = "utf-8"
+    bom: bool = False
+    delimiter: str = ","
+    replaced_bytes: list[int] = field(default_factory=lambda: [0])
+    reader: _ChainedReader | None = None
+    expanded: _ChainedReader | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "bytes": self.reader.count if self.reader else 0,
+            "decompressed_bytes": self.expanded.count if self.expanded else None,
+            "compressed": self.compressed,
+            "encoding": self.encoding,
+            "bom": self.bom,
+            "delimiter": self.delimiter,
+            "undecodable_bytes": self.replaced_bytes[0],
+        }
+
+
+def _looks_binary(sample: bytes) -> None:
+    for magic, kind in _MAGIC:
+        if sample.startswith(magic):
+            raise NotTextError(f"the file is {kind}, not CSV text")
+
+
+def choose_encoding(sample: bytes, declared: str | None, final: bool) -> tuple[str, bool]:
+    """The encoding to read with, and whether the sample starts with a BOM."""
+    if sample.startswith(codecs.BOM_UTF8):
+        return "utf-8-sig", True
+    if sample.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
+        return "utf-32", True
+    if sample.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16", True
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(sample, final=final)
+        if b"\x00" not in sample:
+            return "utf-8", False
+    except UnicodeDecodeError:
+        pass
+    if declared:
+        try:
+            name = codecs.lookup(declared).name
+            sample.decode(name)
+            return name, False
+        except (LookupError, UnicodeDecodeError):
+            pass
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(sample).best()
+    if best is None:
+        raise NotTextError("the file is not text: no character encoding fits its bytes")
+    return codecs.lookup(best.encoding).name, False
+
+
+def _check_text(text: str) -> None:
+    controls = len(_CONTROL.findall(text))
+    if "\x00" in text or controls > max(2, len(text) // 200):
+        raise NotTextError("the file is not text: it holds binary control bytes")
+
+
+def open_text(
+    stream: IO[bytes],
+    *,
+    declared_charset: str | None = None,
+    max_bytes: int | None = None,
+    max_expanded_bytes: int | None = None,
+) -> tuple[IO[str], Source]:
+    """Wrap a byte stream (gzip or not) as text, choosing the encoding from its start."""
+    source = Source()
+    head = _read_sample(stream, SAMPLE_BYTES)
+    if not head:
+        raise EmptyUploadError("the file is empty (0 bytes)")
+    source.reader = _ChainedReader(head, stream, max_bytes, "is")
+    raw: IO[bytes] = io.BufferedReader(source.reader, buffer_size=1 << 20)
+    if head.startswith(b"\x1f\x8b"):
+        source.compressed = True
+        unzipped = gzip.GzipFile(fileobj=raw, mode="rb")
+        try:
+            sample = _read_sample(unzipped, SAMPLE_BYTES)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise NotTextError(f"the file is not a valid gzip stream: {exc}") from exc
+        if not sample:
+            raise EmptyUploadError("the file is empty once decompressed")
+        source.expanded = _ChainedReader(sample, unzipped, max_expanded_bytes, "expands to")
+        raw = io.BufferedReader(source.expanded, buffer_size=1 << 20)
+    else:
+        sample = head
+    _looks_binary(sample)
+    final = len(sample) < SAMPLE_BYTES
+    source.encoding, source.bom = choose_encoding(sample, declared_charset, final)
+    decoder = codecs.getincrementaldecoder(source.encoding)(errors=_REPLACE_HANDLER)
+    _check_text(decoder.decode(sample, final=final))
+    text = io.TextIOWrapper(raw, encoding=source.encoding, errors=_REPLACE_HANDLER, newline="")
+    text._CHUNK_SIZE = 1 << 16  # type: ignore[attr-defined]
+    return text, source
+
+
+def normalise_headers(names: list[str]) -> list[str]:
+    """`" Order ID"`, `"order-id"` → `order_id`; blanks → `column_N`; repeats → `_2`, `_3`."""
+    result: list[str] = []
+    seen: dict[str, int] = {}
+    for index, raw in enumerate(names, start=1):
+        name = _NORMALISE.sub("_", raw.strip().lower()).strip("_") or f"column_{index}"
+        base, n = name, seen.get(name, 0)
+        while name in seen:
+            n += 1
+            name = f"{base}_{n + 1}"
+        seen[base] = n
+        seen.setdefault(name, 0)
+        result.append(name)
+    return result
+
+
+def sniff_delimiter(line: str, default: str) -> str:
+    """Keep the declared delimiter unless the header line clearly uses another one."""
+    counts = {d: line.count(d) for d in (",", ";", "\t", "|")}
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] > counts.get(default, 0) else default
+
+
+@dataclass
+class RowStats:
+    read: int = 0
+    written: int = 0
+    blank: int = 0
+    duplicate: int = 0
+    ragged: int = 0
+    padded: int = 0
+    trimmed: int = 0
+    dropped: int = 0
+    ragged_examples: list[dict[str, Any]] = field(default_factory=list)
+    tracked: int = 0
+    max_tracked: int = 0
+    untracked: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "read": self.read,
+            "written": self.written,
+            "blank": self.blank,
+            "duplicate": self.duplicate,
+            "ragged": {
+                "count": self.ragged,
+                "padded": self.padded,
+                "trimmed": self.trimmed,
+                "dropped": self.dropped,
+                "rows": self.ragged_examples,
+                "rows_truncated": self.ragged > len(self.ragged_examples),
+            },
+            "duplicate_check": {
+                "complete": self.untracked == 0,
+                "tracked_rows": self.tracked,
+                "max_tracked_rows": self.max_tracked,
+            },
+        }
+
+
+def _newlines(cells: list[str]) -> int:
+    return sum(c.count("\n") + c.count("\r") - c.count("\r\n") for c in cells)
+
+
+class Cleaner:
+    """Reads rows from a csv reader and yields batches of clean columns."""
+
+    def __init__(self, text: IO[str], delimiter: str, max_tracked_rows: int) -> None:
+        csv.field_size_limit(MAX_FIELD_CHARS)
+        self.reader = csv.reader(text, delimiter=delimiter, strict=False)
+        self.stats = RowStats(max_tracked=max_tracked_rows)
+        self._seen: set[int] = set()
+        self.header: list[str] = []
+        self.source_header: list[str] = []
+
+    def read_header(self) -> list[str]:
+        for row in self._rows(self.reader):
+            if any(cell.strip() for cell in row):
+                self.source_header = [cell.strip() for cell in row]
+                self.header = normalise_headers(row)
+                return self.header
+        raise EmptyUploadError("the file has no rows: it is blank")
+
+    def _rows(self, rows: Iterator[list[str]]) -> Iterator[list[str]]:
+        try:
+            yield from rows
+        except csv.Error as exc:
+            raise InvalidUploadError(
+                f"unreadable CSV near line {self.reader.line_num}: {exc} (an unclosed quote?)"
+            ) from exc
+
+    def batches(self) -> Iterator[list[list[str]]]:
+        width = len(self.header)
+        while True:
+            first_line = self.reader.line_num
+            try:
+                rows = list(islice(self.reader, BATCH_ROWS))
+            except csv.Error as exc:
+                raise InvalidUploadError(
+                    f"unreadable CSV near line {self.reader.line_num}: {exc} (an unclosed quote?)"
+                ) from exc
+            if not rows:
+                return
+            self.stats.read += len(rows)
+            if not all(map(width.__eq__, map(len, rows))):
+                rows = self._fix_ragged(rows, width, first_line)
+                if not rows:
+                    continue
+            columns = [list(map(str.strip, column)) for column in zip(*rows, strict=False)]
+            columns = self._drop_blank_and_duplicates(columns)
+            if columns and columns[0]:
+                self.stats.written += len(columns[0])
+                yield columns
+
+    def _fix_ragged(self, rows: list[list[str]], width: int, line: int) -> list[list[str]]:
+        fixed: list[list[str]] = []
+        stats = self.stats
+        for row in rows:
+            start = line + 1
+            line += 1 + _newlines(row)
+            if len(row) == width:
+                fixed.append(row)
+                continue
+            if not any(cell.strip() for cell in row):
+                stats.blank += 1
+                continue
+            stats.ragged += 1
+            if len(row) < width:
+                action = "padded"
+                stats.padded += 1
+                fixed.append(row + [""] * (width - len(row)))
+            elif not any(cell.strip() for cell in row[width:]):
+                action = "trimmed"
+                stats.trimmed += 1
+                fixed.append(row[:width])
+            else:
+                action = "dropped"
+                stats.dropped += 1
+            if len(stats.ragged_examples) < MAX_RAGGED_EXAMPLES:
+                stats.ragged_examples.append(
+                    {"line": start, "fields": len(row), "expected": width, "action": action}
+                )
+        return fixed
+
+    def _drop_blank_and_duplicates(self, columns: list[list[str]]) -> list[list[str]]:
+        rows = list(zip(*columns, strict=True))
+        hashes = list(map(_MASK60.__and__, map(hash, rows)))
+        nonblank = list(map(any, rows))
+        seen = self._seen
+        stats = self.stats
+        if all(nonblank):
+            batch = set(hashes)
+            if len(batch) == len(hashes) and seen.isdisjoint(batch):
+                if stats.tracked + len(batch) <= stats.max_tracked:
+                    seen |= batch
+                    stats.tracked += len(batch)
+                    return columns
+                if stats.tracked >= stats.max_tracked:
+                    stats.untracked += len(batch)
+                    return columns
+        keep = []
+        for h, filled in zip(hashes, nonblank, strict=True):
+            if not filled:
+                stats.blank += 1
+                keep.append(False)
+            elif h in seen:
+                stats.duplicate += 1
+                keep.append(False)
+            else:
+                keep.append(True)
+                if stats.tracked < stats.max_tracked:
+                    seen.add(h)
+                    stats.tracked += 1
+                else:
+                    stats.untracked += 1
+        return [list(compress(column, keep)) for column in columns]
+
+
+def encode_columns(columns: list[list[str]], delimiter: str = ",") -> str:
+    """CSV text (LF line ends) for columns of equal length, quoting only where needed."""
+    out = []
+    specials = (delimiter, '"', "\n", "\r")
+    for column in columns:
+        joined = "\x00".join(column)
+        if any(s in joined for s in specials):
+            if joined.count("\x00") == len(column) - 1:
+                quoted = '"' + joined.replace('"', '""').replace("\x00", '"\x00"') + '"'
+                column = quoted.split("\x00")
+            else:
+                column = [_quote(v, specials) for v in column]
+        out.append(column)
+    return "\n".join(map(delimiter.join, zip(*out, strict=True))) + "\n"
+
+
+def _quote(value: str, specials: tuple[str, ...]) -> str:
+    if any(s in value for s in specials):
+        return '"' + value.replace('"', '""') + '"'
+    return value
+
+
+def read_errors() -> tuple[type[BaseException], ...]:
+    """Errors a broken compressed stream raises while it is read."""
+    return (gzip.BadGzipFile, EOFError, zlib.error)
+
+
+def replaced_counter(source: Source) -> Any:
+    """Count undecodable bytes into `source` while the returned token is set."""
+    return _replaced.set(source.replaced_bytes)
+
+
+def reset_counter(token: Any) -> None:
+    _replaced.reset(token)

@@ -1,0 +1,136 @@
+"""Per-column aggregates, updated one batch (a list of cells) at a time.
+
+Types are inferred from every value, in this order of preference: integer, float, boolean
+(true/false/yes/no), date (YYYY-MM-DD), string. A column whose values stop fitting its type is
+widened (integer → float) or becomes a string. Numeric columns get min, max, sum and mean; date
+columns get min and max. Empty cells are counted apart and never change the type.
+"""
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+EMPTY, INTEGER, FLOAT, BOOLEAN, DATE, STRING = (
+    "empty",
+    "integer",
+    "float",
+    "boolean",
+    "date",
+    "string",
+)
+_TRUE = {"true", "yes"}
+_BOOLEANS = _TRUE | {"false", "no"}
+_DATES = re.compile(r"\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])")
+
+
+def _parse(kind: type[int] | type[float], values: list[str]) -> tuple[list[Any], Any] | None:
+    """The values as numbers and their sum, or None if one is not a (finite) number."""
+    try:
+        numbers = list(map(kind, values))
+    except ValueError:
+        return None
+    total = sum(numbers)
+    if kind is float and not math.isfinite(total):
+        return None  # nan or inf: not numbers a user would sum
+    return numbers, total
+
+
+def _all_dates(values: list[str]) -> bool:
+    joined = "\x00".join(values)
+    if len(joined) != 11 * len(values) - 1:
+        return False
+    return all(_DATES.fullmatch(joined, i, i + 10) for i in range(0, len(joined), 11))
+
+
+@dataclass
+class ColumnSummary:
+    name: str
+    source_name: str
+    kind: str = EMPTY
+    count: int = 0
+    empty: int = 0
+    total: int | float = 0
+    minimum: Any = None
+    maximum: Any = None
+    true_count: int = 0
+
+    def update(self, cells: list[str]) -> None:
+        values = list(filter(None, cells))
+        self.empty += len(cells) - len(values)
+        if not values:
+            return
+        self.count += len(values)
+        if self.kind != STRING:
+            self._infer(values)
+
+    def _infer(self, values: list[str]) -> None:
+        kind = self.kind
+        if kind in (EMPTY, INTEGER):
+            parsed = _parse(int, values)
+            if parsed is not None:
+                self._numbers(*parsed, INTEGER)
+                return
+        if kind in (EMPTY, INTEGER, FLOAT):
+            parsed = _parse(float, values)
+            if parsed is not None:
+                self._numbers(*parsed, FLOAT)
+                return
+        if kind in (EMPTY, BOOLEAN):
+            distinct = set(values)
+            lowered = {v.lower() for v in distinct} if len(distinct) <= 16 else set()
+            if lowered and lowered <= _BOOLEANS:
+                self.kind = BOOLEAN
+                self.true_count += sum(values.count(v) for v in distinct if v.lower() in _TRUE)
+                return
+        if kind in (EMPTY, DATE) and _all_dates(values):
+            self.kind = DATE
+            low, high = min(values), max(values)
+            self.minimum = low if self.minimum is None else min(self.minimum, low)
+            self.maximum = high if self.maximum is None else max(self.maximum, high)
+            return
+        self.kind = STRING
+        self.total, self.minimum, self.maximum, self.true_count = 0, None, None, 0
+
+    def _numbers(self, numbers: list[Any], total: float, kind: str) -> None:
+        self.kind = kind
+        self.total += total
+        low, high = min(numbers), max(numbers)
+        self.minimum = low if self.minimum is None else min(self.minimum, low)
+        self.maximum = high if self.maximum is None else max(self.maximum, high)
+
+    def as_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "name": self.name,
+            "source_name": self.source_name,
+            "type": self.kind,
+            "count": self.count,
+            "empty": self.empty,
+        }
+        if self.kind in (INTEGER, FLOAT):
+            data.update(
+                min=self.minimum,
+                max=self.maximum,
+                sum=self.total,
+                mean=self.total / self.count if self.count else None,
+            )
+        elif self.kind == DATE:
+            data.update(min=self.minimum, max=self.maximum)
+        elif self.kind == BOOLEAN:
+            data.update(true=self.true_count, false=self.count - self.true_count)
+        return data
+
+
+class TableSummary:
+    def __init__(self, names: list[str], source_names: list[str]) -> None:
+        self.columns = [
+            ColumnSummary(name, source)
+            for name, source in zip(names, source_names, strict=True)
+        ]
+
+    def update(self, columns: list[list[str]]) -> None:
+        for summary, cells in zip(self.columns, columns, strict=True):
+            summary.update(cells)
+
+    def as_list(self) -> list[dict[str, Any]]:
+        return [column.as_dict() for column in self.columns]

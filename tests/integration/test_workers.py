@@ -1,0 +1,321 @@
+"""The worker Lambda handlers against moto: SQS events in, SES emails, task status and DLQ out."""
+
+import json
+from typing import Any
+from uuid import UUID
+
+import boto3
+import pytest
+
+from local.lambda_runtime import LambdaContext, sqs_event
+from offload.enqueue import TaskCall, enqueue
+from offload.errors import TransientTaskError
+from offload.registry import definition_of, task
+from tests.support import REGION, SENDER, AwsStack, EventLoader, JsonLogs
+from workers import email as email_worker
+from workers import tasks as task_worker
+
+_flaky_calls: dict[str, int] = {}
+
+
+@task(name="tests_flaky")
+def flaky(key: str, failures: int) -> str:
+    """Fails with a transient error `failures` times per key, then succeeds."""
+    _flaky_calls[key] = _flaky_calls.get(key, 0) + 1
+    if _flaky_calls[key] <= failures:
+        raise TransientTaskError("SES Throttling: Maximum sending rate exceeded")
+    return f"done after {_flaky_calls[key]}"
+
+
+def queue_arn(queue_url: str) -> str:
+    sqs = boto3.client("sqs", region_name=REGION)
+    attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])
+    return attributes["Attributes"]["QueueArn"]
+
+
+def received_event(queue_url: str) -> dict[str, Any]:
+    """Receive what is on the queue and wrap it the way Lambda's SQS trigger does."""
+    sqs = boto3.client("sqs", region_name=REGION)
+    messages = sqs.receive_message(
+        QueueUrl=queue_url,
+        MaxNumberOfMessages=10,
+        MessageSystemAttributeNames=["All"],
+        MessageAttributeNames=["All"],
+    ).get("Messages", [])
+    assert messages, "expected messages on the queue"
+    return sqs_event(messages, queue_arn(queue_url))  # type: ignore[arg-type]
+
+
+def task_id_of(record: dict[str, Any]) -> str:
+    return str(json.loads(record["body"])["task_id"])
+
+
+def emf_metrics(stdout: str) -> dict[str, float]:
+    """Sum of every metric in the EMF blobs Powertools Metrics printed."""
+    totals: dict[str, float] = {}
+    for line in stdout.splitlines():
+        if '"_aws"' not in line:
+            continue
+        blob = json.loads(line)
+        for definition in blob["_aws"]["CloudWatchMetrics"][0]["Metrics"]:
+            value = blob[definition["Name"]]
+            values = value if isinstance(value, list) else [value]
+            totals[definition["Name"]] = totals.get(definition["Name"], 0) + sum(values)
+    return totals
+
+
+# ------------------------------------------------------------------ TaskWorker, events/ in
+
+
+def test_task_worker_event_runs_good_records_and_dead_letters_poison(
+    aws: AwsStack,
+    event: EventLoader,
+    lambda_context: LambdaContext,
+    json_logs: JsonLogs,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Given the sample batch: two write_log tasks, a non-JSON body, an unknown kind and a
+    # payload that fails validation
+    batch = event("sqs-task-worker.json")
+    good, not_json, unknown, invalid = batch["Records"][:2], *batch["Records"][2:]
+
+    # When the TaskWorker handles it
+    response = task_worker.handler(batch, lambda_context)
+
+    # Then no record fails the batch: the poison ones were moved to the DLQ at once
+    assert response == {"batchItemFailures": []}
+    for record in good:
+        status = aws.task(task_id_of(record))
+        assert status is not None
+        assert (status["state"], status["attempts"]) == ("succeeded", "1")
+    # write_log's structured log line is the seed's log.txt
+    written = [r for r in json_logs.records if r.get("event") == "write_log"]
+    assert [r["message"] for r in written] == [
+        "Notification sent to alice@example.com",
+        "Notification sent to dave@example.net",
+    ]
+    dead_letters = aws.receive_all(aws.task_dlq)
+    assert sorted(m["Body"] for m in dead_letters) == sorted(
+        r["body"] for r in (not_json, unknown, invalid)
+    )
+    for message in dead_letters:
+        assert message["MessageAttributes"]["error"]["StringValue"]
+    for record in (unknown, invalid):
+        status = aws.task(task_id_of(record))
+        assert status is not None and status["state"] == "dead"
+    assert "no task named 'delete_everything'" in aws.task(task_id_of(unknown))["error"]  # type: ignore[index]
+    assert "message" in aws.task(task_id_of(invalid))["error"]  # type: ignore[index]
+    # And every poison record is logged as an error with its message id
+    errors = [r for r in json_logs.records if r["level"] == "ERROR"]
+    for record in (not_json, unknown, invalid):
+        assert any(e.get("message_id") == record["messageId"] for e in errors), record
+    # And EMF metrics count them
+    metrics = emf_metrics(capsys.readouterr().out)
+    assert metrics["TasksSucceeded"] == 2
+    assert metrics["TasksDead"] == 3
+    # Nothing is left on the queue itself
+    assert aws.receive_all(aws.task_queue) == []
+
+
+def test_send_email_on_the_task_queue_is_refused(
+    aws: AwsStack, event: EventLoader, lambda_context: LambdaContext
+) -> None:
+    # A send_email message that reached the wrong queue is never run by the wrong worker.
+    batch = event("sqs-email-worker.json")
+    batch["Records"] = batch["Records"][:1]
+
+    response = task_worker.handler(batch, lambda_context)
+
+    assert response == {"batchItemFailures": []}
+    assert aws.sent_emails() == []
+    status = aws.task(task_id_of(batch["Records"][0]))
+    assert status is not None and status["state"] == "dead"
+    assert "email queue" in status["error"]
+    assert len(aws.receive_all(aws.task_dlq)) == 1
+
+
+# ------------------------------------------------------------------ EmailWorker, events/ in
+
+
+def test_email_worker_event_sends_good_records_and_dead_letters_poison(
+    aws: AwsStack, event: EventLoader, lambda_context: LambdaContext, json_logs: JsonLogs
+) -> None:
+    batch = event("sqs-email-worker.json")
+    good, (invalid, not_json) = batch["Records"][:2], batch["Records"][2:]
+
+    response = email_worker.handler(batch, lambda_context)
+
+    assert response == {"batchItemFailures": []}
+    # Two emails, from the configured sender, as the payloads say
+    sent = aws.sent_emails()
+    assert sorted(m.destinations["ToAddresses"][0] for m in sent) == [
+        "bob@example.org",
+        "carol@example.com",
+    ]
+    assert {m.source for m in sent} == {SENDER}
+    by_to = {m.destinations["ToAddresses"][0]: m for m in sent}
+    assert by_to["bob@example.org"].subject == "Hello from Offload"
+    assert "durable background task" in by_to["bob@example.org"].body
+    for record in good:
+        status = aws.task(task_id_of(record))
+        assert status is not None and status["state"] == "succeeded"
+        assert json.loads(status["result"])["ses_message_id"]
+    # The invalid address and the broken JSON are in the DLQ, logged with their message ids
+    dead = aws.receive_all(aws.email_dlq)
+    assert sorted(m["Body"] for m in dead) == sorted([invalid["body"], not_json["body"]])
+    invalid_status = aws.task(task_id_of(invalid))
+    assert invalid_status is not None and invalid_status["state"] == "dead"
+    assert "to" in invalid_status["error"]
+    errors = [r for r in json_logs.records if r["level"] == "ERROR"]
+    for record in (invalid, not_json):
+        assert any(e.get("message_id") == record["messageId"] for e in errors)
+
+
+def test_duplicate_delivery_sends_one_email(
+    aws: AwsStack, event: EventLoader, lambda_context: LambdaContext, json_logs: JsonLogs
+) -> None:
+    # Given a good email record, delivered twice (SQS is at-least-once)
+    batch = event("sqs-email-worker.json")
+    batch["Records"] = batch["Records"][:1]
+
+    first = email_worker.handler(batch, lambda_context)
+    second = email_worker.handler(
+        event("sqs-email-worker.json") | {"Records": batch["Records"]}, lambda_context
+    )
+
+    assert first == second == {"batchItemFailures": []}
+    assert len(aws.sent_emails()) == 1
+    assert json_logs.find("task already finished; duplicate delivery skipped")
+    status = aws.task(task_id_of(batch["Records"][0]))
+    assert status is not None and status["state"] == "succeeded"
+
+
+def test_duplicate_while_status_lost_is_stopped_by_idempotency(
+    aws: AwsStack, event: EventLoader, lambda_context: LambdaContext
+) -> None:
+    # Given an email that was sent, whose status record then disappeared (TTL, manual delete)
+    batch = event("sqs-email-worker.json")
+    batch["Records"] = batch["Records"][:1]
+    email_worker.handler(batch, lambda_context)
+    boto3.client("dynamodb", region_name=REGION).delete_item(
+        TableName=aws.tasks_table, Key={"task_id": {"S": task_id_of(batch["Records"][0])}}
+    )
+
+    # When the message is delivered again
+    email_worker.handler(batch, lambda_context)
+
+    # Then the idempotency record returns the first result: still one email
+    assert len(aws.sent_emails()) == 1
+    status = aws.task(task_id_of(batch["Records"][0]))
+    assert status is not None and status["state"] == "succeeded"
+
+
+def test_unverified_sender_is_a_clear_permanent_error(
+    aws: AwsStack, event: EventLoader, lambda_context: LambdaContext, json_logs: JsonLogs
+) -> None:
+    # Given SES does not know the sender
+    boto3.client("sesv2", region_name=REGION).delete_email_identity(EmailIdentity=SENDER)
+    batch = event("sqs-email-worker.json")
+    batch["Records"] = batch["Records"][:1]
+    record = batch["Records"][0]
+
+    response = email_worker.handler(batch, lambda_context)
+
+    # Then nothing is sent, the task is dead with an actionable error, and it is not retried
+    assert response == {"batchItemFailures": []}
+    assert aws.sent_emails() == []
+    status = aws.task(task_id_of(record))
+    assert status is not None and status["state"] == "dead"
+    assert "MessageRejected" in status["error"]
+    assert f"Verify the sender identity '{SENDER}'" in status["error"]
+    [logged] = [r for r in json_logs.records if r["level"] == "ERROR"]
+    assert "Verify the sender identity" in logged["exception"]
+    assert (logged["task_id"], logged["kind"], logged["attempt"]) == (
+        task_id_of(record),
+        "send_email",
+        1,
+    )
+    assert [m["Body"] for m in aws.receive_all(aws.email_dlq)] == [record["body"]]
+
+
+# ------------------------------------------------------------------ retries, real messages
+
+
+def enqueue_flaky(key: str, failures: int) -> UUID:
+    definition = definition_of(flaky)
+    [message] = enqueue([TaskCall(definition, definition.payload(key=key, failures=failures))])
+    return message.task_id
+
+
+def test_transient_failure_is_retried_with_the_record_reported(
+    aws: AwsStack,
+    lambda_context: LambdaContext,
+    json_logs: JsonLogs,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Retry at once, so the test can receive the message again.
+    monkeypatch.setenv("OFFLOAD_RETRY_BASE_SECONDS", "0")
+    from offload.settings import get_settings
+
+    get_settings.cache_clear()
+    task_id = enqueue_flaky("retry-once", failures=1)
+
+    # First delivery: a transient error
+    first_event = received_event(aws.task_queue)
+    first = task_worker.handler(first_event, lambda_context)
+
+    message_id = first_event["Records"][0]["messageId"]
+    assert first == {"batchItemFailures": [{"itemIdentifier": message_id}]}
+    status = aws.task(task_id)
+    assert status is not None
+    assert (status["state"], status["attempts"]) == ("retrying", "1")
+    assert "Throttling" in status["error"]
+    [failure] = json_logs.find("task failed; will retry")
+    assert (failure["task_id"], failure["kind"], failure["attempt"]) == (
+        str(task_id),
+        "tests_flaky",
+        1,
+    )
+    assert "exception" in failure
+
+    # Second delivery (the message came back): it succeeds
+    second_event = received_event(aws.task_queue)
+    assert second_event["Records"][0]["attributes"]["ApproximateReceiveCount"] == "2"
+    second = task_worker.handler(second_event, lambda_context)
+
+    assert second == {"batchItemFailures": []}
+    status = aws.task(task_id)
+    assert status is not None
+    assert (status["state"], status["attempts"]) == ("succeeded", "2")
+    assert "error" not in status
+    assert json.loads(status["result"]) == "done after 2"
+
+
+def test_retry_backs_off_with_the_message_hidden(
+    aws: AwsStack, lambda_context: LambdaContext
+) -> None:
+    task_id = enqueue_flaky("backoff", failures=5)
+
+    response = task_worker.handler(received_event(aws.task_queue), lambda_context)
+
+    assert len(response["batchItemFailures"]) == 1
+    # The visibility timeout was set to the backoff (1-2 s for the first attempt), not 180 s:
+    # the message is hidden now, and not dead-lettered.
+    assert aws.receive_all(aws.task_queue) == []
+    assert aws.receive_all(aws.task_dlq) == []
+    status = aws.task(task_id)
+    assert status is not None and status["state"] == "retrying"
+
+
+def test_near_the_timeout_records_go_back_untouched(aws: AwsStack) -> None:
+    task_id = enqueue_flaky("timeout", failures=0)
+    batch = received_event(aws.task_queue)
+
+    # Less time left than the per-record budget (5 s by default)
+    response = task_worker.handler(batch, LambdaContext("offload-dev-TaskWorker", 2))
+
+    assert response == {"batchItemFailures": [{"itemIdentifier": batch["Records"][0]["messageId"]}]}
+    status = aws.task(task_id)
+    assert status is not None and status["state"] == "queued"
+    # Visible again at once
+    assert len(aws.receive_all(aws.task_queue)) == 1

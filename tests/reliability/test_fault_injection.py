@@ -1,0 +1,491 @@
+"""Fault injection: duplicates, SES throttling, poison messages and a worker killed mid-batch.
+
+The template's stack lives in moto (the `aws` fixture). The workers are the real handlers fed
+by the real local pollers: one in-process `local.poller.Poller` per queue, plus an EmailWorker
+instance in its own process (`python -m local poll <spec>`, talking to moto's server), which is
+SIGKILLed in the middle of a batch and restarted.
+
+Faults:
+- every task message is sent twice;
+- 20% of the in-process SES SendEmail calls raise Throttling (a botocore hook, seeded RNG);
+- 5% of each queue's tasks are poison: not a task message, an unknown task, invalid
+  arguments, or (email) a recipient that SES rejects with MessageRejected (moto's server
+  answers it, so every worker sees it the same way);
+- the worker process is killed while it is inside an SES call, after it finished at least
+  one record of the same batch (moto's server holds that call until the kill).
+"""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+from uuid import UUID, uuid4
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from moto.core.exceptions import JsonRESTError
+from moto.server import ThreadedMotoServer
+from moto.sesv2.responses import SESV2Response
+
+from local.poller import Poller
+from local.stack import EventSource
+from offload.aws import clients, sqs
+from offload.aws import tasks_table as tasks
+from offload.emails import send_email
+from offload.enqueue import TaskCall, enqueue
+from offload.models import TaskMessage, TaskState
+from offload.notifications import write_log
+from offload.registry import definition_of
+from tests.reliability.support import free_port, print_table
+from tests.support import REGION, AwsStack, JsonLogs
+
+pytestmark = pytest.mark.timeout(240)
+
+TASKS_PER_KIND = 300
+POISON_RATE = 0.05
+THROTTLE_RATE = 0.20
+SEED = 20_240_501
+VISIBILITY_SECONDS = 4
+MAX_RECEIVES = 10
+KILLED_WORKER_TIMEOUT = 10  # its in-progress idempotency records expire this long after start
+KILL_MARKER = "offload-fault-victim"
+BLOCKED_DOMAIN = "blocked.example.com"
+DEADLINE_SECONDS = 150
+
+
+# ---------------------------------------------------------------- the workload
+@dataclass
+class Workload:
+    valid_email: dict[UUID, str] = field(default_factory=dict)  # task id → recipient
+    valid_log: dict[UUID, str] = field(default_factory=dict)  # task id → log text
+    poison: dict[UUID, str] = field(default_factory=dict)  # task id → kind of poison
+    messages: dict[str, int] = field(default_factory=Counter)  # queue → messages sent
+
+    @property
+    def all_ids(self) -> set[UUID]:
+        return set(self.valid_email) | set(self.valid_log) | set(self.poison)
+
+
+def _poison_message(kind: str, queue: str, index: int) -> tuple[TaskMessage | str, str]:
+    """A poison task for `queue`: (message or raw body, what is wrong with it)."""
+    task_id = uuid4()
+    variants = ["not a task message", "unknown task", "invalid arguments"]
+    if queue == "email":
+        variants.append("rejected by SES")
+    variant = variants[index % len(variants)]
+    if variant == "not a task message":
+        body = {"task_id": str(task_id), "kind": kind, "payload": {}, "smuggled": "x"}
+        return json.dumps(body), variant
+    if variant == "unknown task":
+        return TaskMessage(task_id=task_id, kind="rm_rf_everything", payload={}), variant
+    if variant == "invalid arguments":
+        payload: dict[str, Any] = {"to": "not-an-address", "subject": "x", "text": "x"}
+        if kind == "write_log":
+            payload = {"message": ["not", "a", "string"]}
+        return TaskMessage(task_id=task_id, kind=kind, payload=payload), variant
+    payload = {"to": f"poison-{index}@{BLOCKED_DOMAIN}", "subject": "Hi", "text": "x"}
+    return TaskMessage(task_id=task_id, kind=kind, payload=payload), variant
+
+
+def _send_twice(aws: AwsStack, workload: Workload, queue: str, calls: list[TaskCall]) -> None:
+    """Enqueue the valid tasks (status queued + one message each), their duplicates, and the
+    poison tasks (twice as well), mixed in one stream."""
+    url = aws.email_queue if queue == "email" else aws.task_queue
+    kind = "send_email" if queue == "email" else "write_log"
+    poison_count = round(len(calls) * POISON_RATE / (1 - POISON_RATE))
+    for start in range(0, len(calls), 50):
+        messages = enqueue(calls[start : start + 50], correlation_id=f"fault-{queue}-{start}")
+        assert not sqs.send_messages(url, messages), "SQS refused a duplicate"
+        workload.messages[queue] += 2 * len(messages)
+    for index in range(poison_count):
+        message, variant = _poison_message(kind, queue, index)
+        for _ in range(2):
+            if isinstance(message, TaskMessage):
+                assert not sqs.send_messages(url, [message])
+            else:
+                task_id = json.loads(message)["task_id"]
+                sqs.send_raw(
+                    url,
+                    message,
+                    {
+                        "task_id": {"DataType": "String", "StringValue": task_id},
+                        "kind": {"DataType": "String", "StringValue": kind},
+                    },
+                )
+            workload.messages[queue] += 1
+        task_id = message.task_id if isinstance(message, TaskMessage) else None
+        workload.poison[task_id or UUID(json.loads(str(message))["task_id"])] = variant
+
+
+def build_workload(aws: AwsStack) -> Workload:
+    workload = Workload()
+    email = definition_of(send_email)
+    log = definition_of(write_log)
+    email_calls = [
+        TaskCall(email, email.payload(to=f"user-{i}@example.com", subject=f"#{i}", text="Hi"))
+        for i in range(TASKS_PER_KIND)
+    ]
+    log_calls = [
+        TaskCall(log, log.payload(f"fault-injection log line {i}")) for i in range(TASKS_PER_KIND)
+    ]
+    workload.valid_email = {c.task_id: c.payload["to"] for c in email_calls}
+    workload.valid_log = {c.task_id: c.payload["message"] for c in log_calls}
+    _send_twice(aws, workload, "email", email_calls)
+    _send_twice(aws, workload, "tasks", log_calls)
+    return workload
+
+
+# ---------------------------------------------------------------- faults
+class SesFaults:
+    """Client-side throttling (in-process SES client) and server-side rejection and blocking."""
+
+    def __init__(self) -> None:
+        self.rng = random.Random(SEED)
+        self.lock = threading.Lock()
+        self.calls = 0
+        self.throttled = 0
+        self.rejected = 0
+        self.victim_logs: VictimLogs | None = None
+        self.blocked = threading.Event()
+        self.release = threading.Event()
+        self.kill_done = False
+
+    def throttle(self, **_: Any) -> None:
+        """before-call.sesv2.SendEmail on the in-process client: 20% raise Throttling."""
+        with self.lock:
+            self.calls += 1
+            hit = self.rng.random() < THROTTLE_RATE
+            self.throttled += hit
+        if hit:
+            raise ClientError(
+                {
+                    "Error": {"Code": "Throttling", "Message": "Maximum sending rate exceeded."},
+                    "ResponseMetadata": {"HTTPStatusCode": 400},
+                },
+                "SendEmail",
+            )
+
+    def server_side(self, original: Any) -> Any:
+        faults = self
+
+        def send_email(response: SESV2Response) -> Any:
+            params = json.loads(response.body)
+            to = params.get("Destination", {}).get("ToAddresses", [])
+            if any(address.endswith("@" + BLOCKED_DOMAIN) for address in to):
+                with faults.lock:
+                    faults.rejected += 1
+                raise JsonRESTError("MessageRejected", "Email address is on the suppression list")
+            agent = response.headers.get("User-Agent", "")
+            if KILL_MARKER in agent and not faults.kill_done and faults.victim_mid_batch():
+                faults.kill_done = True
+                faults.blocked.set()  # the test kills the worker now
+                faults.release.wait(30)
+                raise JsonRESTError("ServiceUnavailable", "the caller is gone")
+            return original(response)
+
+        return send_email
+
+    def victim_mid_batch(self) -> bool:
+        """Is the victim inside a record, after at least one success in the same batch?"""
+        logs = self.victim_logs
+        if logs is None:
+            return False
+        deadline = time.monotonic() + 1
+        while time.monotonic() < deadline and logs.last_message != "task started":
+            time.sleep(0.005)  # let the log reader catch up with the worker's stdout
+        return logs.last_message == "task started" and logs.succeeded_in_batch() >= 1
+
+
+class VictimLogs:
+    """Reads the killed worker's JSON log lines from its stdout."""
+
+    def __init__(self, process: "subprocess.Popen[str]") -> None:
+        self.records: list[dict[str, Any]] = []
+        self.last_message: str | None = None
+        self.last_request: str | None = None
+        self.succeeded: Counter[str] = Counter()
+        assert process.stdout is not None
+        self.thread = threading.Thread(target=self._read, args=(process.stdout,), daemon=True)
+        self.thread.start()
+
+    def _read(self, stream: Any) -> None:
+        for line in stream:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(record, dict) or "message" not in record:
+                continue
+            self.records.append(record)
+            self.last_request = record.get("function_request_id", self.last_request)
+            self.last_message = str(record["message"])
+            if record["message"] == "task succeeded" and self.last_request:
+                self.succeeded[self.last_request] += 1
+
+    def succeeded_in_batch(self) -> int:
+        return self.succeeded[self.last_request] if self.last_request else 0
+
+
+# ---------------------------------------------------------------- workers
+def event_source(aws: AwsStack, queue: str, environment: dict[str, str]) -> EventSource:
+    url = aws.email_queue if queue == "email" else aws.task_queue
+    return EventSource(
+        function="EmailWorker" if queue == "email" else "TaskWorker",
+        handler="workers.email.handler" if queue == "email" else "workers.tasks.handler",
+        timeout=30,
+        memory=512,
+        environment=environment,
+        queue_arn=sqs.queue_arn(url),
+        queue_url=url,
+        batch_size=10,
+        max_concurrency=2,
+        report_batch_item_failures=True,
+    )
+
+
+def spawn_worker(source: EventSource, endpoint: str, marker: str | None) -> "subprocess.Popen[str]":
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT")}
+    env |= source.environment | {"AWS_ENDPOINT_URL": endpoint, "PYTHONUNBUFFERED": "1"}
+    if marker:
+        env["AWS_SDK_UA_APP_ID"] = marker
+    spec = json.dumps(asdict(source))
+    return subprocess.Popen(
+        [sys.executable, "-m", "local", "poll", spec],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+
+
+@pytest.fixture
+def fast_retries(aws: AwsStack, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Short backoff and visibility, and more receives, so the run fits in a test."""
+    from offload.settings import get_settings
+
+    settings = {
+        "OFFLOAD_RETRY_BASE_SECONDS": "0.5",
+        "OFFLOAD_RETRY_MAX_SECONDS": "2",
+        "OFFLOAD_MAX_RECEIVE_COUNT": str(MAX_RECEIVES),
+        "OFFLOAD_RECORD_TIME_BUDGET_MS": "1000",
+        "POWERTOOLS_METRICS_DISABLED": "true",
+    }
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    clients.reset()
+    client = boto3.client("sqs", region_name=REGION)
+    saved = {}
+    for url, dlq in ((aws.email_queue, aws.email_dlq), (aws.task_queue, aws.task_dlq)):
+        saved[url] = client.get_queue_attributes(
+            QueueUrl=url, AttributeNames=["VisibilityTimeout", "RedrivePolicy"]
+        )["Attributes"]
+        redrive = {"deadLetterTargetArn": sqs.queue_arn(dlq), "maxReceiveCount": MAX_RECEIVES}
+        client.set_queue_attributes(
+            QueueUrl=url,
+            Attributes={
+                "VisibilityTimeout": str(VISIBILITY_SECONDS),
+                "RedrivePolicy": json.dumps(redrive),
+            },
+        )
+    try:
+        yield
+    finally:
+        for url, attributes in saved.items():
+            client.set_queue_attributes(QueueUrl=url, Attributes=attributes)  # type: ignore[arg-type]
+        get_settings.cache_clear()
+        clients.reset()
+
+
+# ---------------------------------------------------------------- the run
+def test_every_task_runs_once_under_faults(
+    aws: AwsStack, fast_retries: None, json_logs: JsonLogs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given: moto's server for the out-of-process worker, with SES faults on both sides
+    started = time.monotonic()
+    faults = SesFaults()
+    monkeypatch.setattr(SESV2Response, "send_email", faults.server_side(SESV2Response.send_email))
+    clients.ses().meta.events.register("before-call.sesv2.SendEmail", faults.throttle)
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    environment = dict(aws.environment) | {
+        k: v for k, v in os.environ.items() if k.startswith(("OFFLOAD_", "POWERTOOLS_"))
+    }
+    environment["POWERTOOLS_SERVICE_NAME"] = "offload-email-worker"
+
+    # ... and 300 valid tasks of each kind plus 5% poison, every message sent twice
+    workload = build_workload(aws)
+    enqueued_at = time.monotonic()
+
+    # When: the workers run: one in-process poller per queue, and a worker process on email
+    email_source = event_source(aws, "email", environment)
+    task_source = event_source(aws, "tasks", environment)
+    victim_source = EventSource(**{**asdict(email_source), "timeout": KILLED_WORKER_TIMEOUT})
+    victim = spawn_worker(victim_source, endpoint, KILL_MARKER)
+    faults.victim_logs = VictimLogs(victim)
+    pollers = [Poller(email_source, boto3.client("sqs")), Poller(task_source, boto3.client("sqs"))]
+    threads = [threading.Thread(target=p.run, daemon=True) for p in pollers]
+    for thread in threads:
+        thread.start()
+    restarted: subprocess.Popen[str] | None = None
+    kill: dict[str, Any] = {}
+    try:
+        # ... the worker process is SIGKILLed inside an SES call, mid-batch, then restarted
+        assert faults.blocked.wait(60), "the worker process never reached a mid-batch SES call"
+        logs = faults.victim_logs
+        kill = {"done_in_batch": logs.succeeded_in_batch(), "at": time.monotonic() - started}
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.wait(10)
+        faults.release.set()
+        kill["returncode"] = victim.returncode
+        restarted = spawn_worker(victim_source, endpoint, None)
+
+        # ... until every task is final and both queues are empty
+        final_states = wait_until_settled(aws, workload)
+    finally:
+        for poller in pollers:
+            poller.stopping.set()
+        for process in (victim, restarted):
+            if process is not None and process.poll() is None:
+                process.terminate()
+                process.wait(10)
+        for thread in threads:
+            thread.join(10)
+        faults.release.set()
+        server.stop()
+    settled_at = time.monotonic()
+
+    # Then: every valid task succeeded, with exactly one effect
+    states = Counter(final_states.values())
+    emails = Counter(
+        address for m in aws.sent_emails() for address in m.destinations["ToAddresses"]
+    )
+    logs = json_logs.records + faults.victim_logs.records
+    log_lines = Counter(
+        r["task_id"] for r in logs if r.get("event") == "write_log" and "task_id" in r
+    )
+    for task_id, recipient in workload.valid_email.items():
+        assert final_states[task_id] == TaskState.SUCCEEDED, task_id
+        assert emails[recipient] == 1, f"{recipient}: {emails[recipient]} emails"
+    for task_id in workload.valid_log:
+        assert final_states[task_id] == TaskState.SUCCEEDED, task_id
+        assert log_lines[str(task_id)] == 1, f"{task_id}: {log_lines[str(task_id)]} log lines"
+    assert not any(address.endswith(BLOCKED_DOMAIN) for address in emails)
+
+    # ... every poison task is dead, with its reason in the status and in an ERROR log line
+    reasons = {
+        r["task_id"]: r.get("reason")
+        for r in logs
+        if r.get("level") == "ERROR" and r.get("task_id") and r.get("reason")
+    }
+    for task_id in workload.poison:
+        assert final_states[task_id] == TaskState.DEAD, (task_id, workload.poison[task_id])
+        assert tasks.get(task_id).error, task_id  # type: ignore[union-attr]
+        assert reasons.get(str(task_id)), f"no logged reason for poison task {task_id}"
+
+    # ... and nothing is lost: the queues are empty and the DLQs hold exactly the poison tasks
+    dead_lettered = {
+        "email": aws.receive_all(aws.email_dlq),
+        "tasks": aws.receive_all(aws.task_dlq),
+    }
+    dlq_ids = Counter(
+        m["MessageAttributes"]["task_id"]["StringValue"]
+        for ms in dead_lettered.values()
+        for m in ms
+    )
+    assert set(dlq_ids) == {str(t) for t in workload.poison}
+    assert all(
+        m["MessageAttributes"]["error"]["StringValue"] for ms in dead_lettered.values() for m in ms
+    )
+    for url in (aws.email_queue, aws.task_queue):
+        assert sum(sqs.counts(url).values()) == 0
+    assert set(final_states) == workload.all_ids
+
+    # The figures
+    victim_records = faults.victim_logs.records
+    messages_of = Counter(r["message"] for r in logs)
+    print_table(
+        "Fault injection: 300 tasks of each kind, every message twice",
+        [
+            ("send_email tasks (valid)", len(workload.valid_email)),
+            ("write_log tasks (valid)", len(workload.valid_log)),
+            ("poison tasks (both queues)", len(workload.poison)),
+            (
+                "messages sent (email / tasks queue)",
+                f"{workload.messages['email']} / {workload.messages['tasks']}",
+            ),
+            (
+                "SES calls in-process / throttled",
+                f"{faults.calls} / {faults.throttled} ({faults.throttled / max(faults.calls, 1):.0%})",
+            ),
+            ("SES MessageRejected (server)", faults.rejected),
+            ("retries scheduled (task failed; will retry)", messages_of["task failed; will retry"]),
+            (
+                "duplicates skipped",
+                messages_of["task already finished; duplicate delivery skipped"],
+            ),
+            (
+                "deliveries held by an in-progress record",
+                messages_of["task is running in another delivery"],
+            ),
+            (
+                "worker killed (SIGKILL) after N done in its batch",
+                f"N={kill.get('done_in_batch')} at {kill.get('at', 0):.1f}s, rc={kill.get('returncode')}",
+            ),
+            ("worker process log lines before the kill", len(victim_records)),
+            (
+                "emails in moto SES (valid recipients, each once)",
+                f"{sum(emails.values())} ({len(emails)})",
+            ),
+            ("write_log log events (each once)", sum(log_lines.values())),
+            (
+                "states succeeded / dead / other",
+                f"{states[TaskState.SUCCEEDED]} / {states[TaskState.DEAD]} / {sum(states.values()) - states[TaskState.SUCCEEDED] - states[TaskState.DEAD]}",
+            ),
+            (
+                "DLQ messages (email / tasks), distinct tasks",
+                f"{len(dead_lettered['email'])} / {len(dead_lettered['tasks'])}, {len(dlq_ids)}",
+            ),
+            ("queues left (visible+in flight)", 0),
+            ("enqueue time", f"{enqueued_at - started:.1f}s"),
+            ("time to settle after enqueue", f"{settled_at - enqueued_at:.1f}s"),
+        ],
+    )
+
+
+def wait_until_settled(aws: AwsStack, workload: Workload) -> dict[UUID, TaskState]:
+    """Poll the task table and the queues until every task is final and both queues are empty."""
+    dynamodb = boto3.client("dynamodb", region_name=REGION)
+    ids = workload.all_ids
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    states: dict[UUID, TaskState] = {}
+    while time.monotonic() < deadline:
+        states = {}
+        pages = dynamodb.get_paginator("scan").paginate(
+            TableName=aws.tasks_table,
+            ProjectionExpression="task_id, #s",
+            ExpressionAttributeNames={"#s": "state"},
+        )
+        for page in pages:
+            for item in page["Items"]:
+                task_id = UUID(item["task_id"]["S"])  # type: ignore[index]
+                if task_id in ids:
+                    states[task_id] = TaskState(item["state"]["S"])  # type: ignore[index]
+        final = len(states) == len(ids) and all(s.is_final for s in states.values())
+        empty = all(sum(sqs.counts(url).values()) == 0 for url in (aws.email_queue, aws.task_queue))
+        if final and empty:
+            return states
+        time.sleep(0.5)
+    pending = Counter(s.value for s in states.values() if not s.is_final)
+    pytest.fail(f"not settled in {DEADLINE_SECONDS}s: {len(ids) - len(states)} unknown, {pending}")

@@ -1,0 +1,145 @@
+"""Helpers shared by the test tiers: events/, the moto stack handle, JSON log capture."""
+
+import io
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from offload.models import TaskMessage
+
+ROOT = Path(__file__).resolve().parents[1]
+EVENTS = ROOT / "events"
+TEMPLATE = ROOT / "template.yaml"
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+SENDER = "sender@example.com"
+STACK_PARAMETERS = {"Stage": "dev", "SenderEmail": SENDER}
+
+
+def load_event(name: str) -> dict[str, Any]:
+    """An event from events/, as AWS sends it (a fresh copy each call)."""
+    data: dict[str, Any] = json.loads((EVENTS / name).read_text())
+    return data
+
+
+EventLoader = Callable[[str], dict[str, Any]]
+
+
+def task_message(message: dict[str, Any]) -> TaskMessage:
+    """The task message in an SQS message (as boto3's receive_message returns it)."""
+    return TaskMessage.model_validate_json(message["Body"])
+
+
+@dataclass
+class AwsStack:
+    """The template's resources in moto, as the functions see them (their environment)."""
+
+    environment: dict[str, str]
+    resources: dict[str, str]
+
+    @property
+    def task_queue(self) -> str:
+        return self.environment["OFFLOAD_TASK_QUEUE_URL"]
+
+    @property
+    def email_queue(self) -> str:
+        return self.environment["OFFLOAD_EMAIL_QUEUE_URL"]
+
+    @property
+    def task_dlq(self) -> str:
+        return self.environment["OFFLOAD_TASK_DLQ_URL"]
+
+    @property
+    def email_dlq(self) -> str:
+        return self.environment["OFFLOAD_EMAIL_DLQ_URL"]
+
+    @property
+    def tasks_table(self) -> str:
+        return self.environment["OFFLOAD_TASKS_TABLE"]
+
+    @property
+    def idempotency_table(self) -> str:
+        return self.environment["OFFLOAD_IDEMPOTENCY_TABLE"]
+
+    @property
+    def queues(self) -> list[str]:
+        return [self.task_queue, self.email_queue, self.task_dlq, self.email_dlq]
+
+    def receive_all(self, queue_url: str, visibility: int = 0) -> list[dict[str, Any]]:
+        """Every message visible on a queue (left visible again unless visibility is set)."""
+        import boto3
+
+        sqs = boto3.client("sqs", region_name=REGION)
+        messages: list[dict[str, Any]] = []
+        while True:
+            batch = sqs.receive_message(
+                QueueUrl=queue_url,
+                MaxNumberOfMessages=10,
+                VisibilityTimeout=max(visibility, 30),
+                MessageAttributeNames=["All"],
+                MessageSystemAttributeNames=["All"],
+            ).get("Messages", [])
+            if not batch:
+                break
+            messages.extend(batch)  # type: ignore[arg-type]
+        if visibility == 0:
+            for message in messages:
+                sqs.change_message_visibility(
+                    QueueUrl=queue_url,
+                    ReceiptHandle=message["ReceiptHandle"],
+                    VisibilityTimeout=0,
+                )
+        return messages
+
+    def sent_emails(self) -> list[Any]:
+        """The messages moto's SES has accepted (moto.ses.models.Message objects)."""
+        from moto.backends import get_backend
+
+        return list(get_backend("ses")[ACCOUNT][REGION].sent_messages)
+
+    def task(self, task_id: object) -> dict[str, Any] | None:
+        import boto3
+
+        item = (
+            boto3.client("dynamodb", region_name=REGION)
+            .get_item(TableName=self.tasks_table, Key={"task_id": {"S": str(task_id)}})
+            .get("Item")
+        )
+        return None if item is None else {k: next(iter(v.values())) for k, v in item.items()}
+
+    def table_items(self, table: str) -> list[dict[str, Any]]:
+        import boto3
+
+        return boto3.client("dynamodb", region_name=REGION).scan(TableName=table)["Items"]  # type: ignore[return-value]
+
+    def clear(self) -> None:
+        import boto3
+        from moto.backends import get_backend
+
+        sqs = boto3.client("sqs", region_name=REGION)
+        for queue in self.queues:
+            sqs.purge_queue(QueueUrl=queue)
+        dynamodb = boto3.client("dynamodb", region_name=REGION)
+        for table, key in ((self.tasks_table, "task_id"), (self.idempotency_table, "id")):
+            for item in dynamodb.scan(TableName=table, ProjectionExpression=key)["Items"]:
+                dynamodb.delete_item(TableName=table, Key={key: item[key]})
+        ses = get_backend("ses")[ACCOUNT][REGION]
+        ses.sent_messages.clear()
+        ses.sent_message_count = 0
+
+
+class JsonLogs:
+    """The JSON lines Powertools Logger writes (what CloudWatch Logs would receive)."""
+
+    def __init__(self, stream: io.StringIO) -> None:
+        self.stream = stream
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        lines = self.stream.getvalue().splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def find(self, message: str) -> list[dict[str, Any]]:
+        return [r for r in self.records if r.get("message") == message]
