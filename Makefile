@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements/dev.lock pyproject.toml | s
 export POWERTOOLS_TRACE_DISABLED ?= true
 export POWERTOOLS_DEV ?= false
 
-.PHONY: help setup run test unit integration e2e lint tools bench emails lock build deploy clean
+.PHONY: help setup run test unit integration e2e lint tools bench emails upload lock build deploy clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -28,6 +28,10 @@ run: setup ## Run the whole system locally: moto, the API on :8000, and the work
 
 emails: setup ## List the emails the local system's SES has sent
 	$(BIN)/python -m local emails
+
+upload: setup ## Upload FILE=path.csv to the running local system and print its summary
+	@test -n "$(FILE)" || (echo "usage: make upload FILE=path/to/file.csv" && exit 2)
+	$(BIN)/python -m local upload "$(FILE)"
 
 test: setup ## Run every test: unit, integration, e2e
 	$(BIN)/pytest

@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,24 @@ class Context:
 
     def get_remaining_time_in_millis(self) -> int:
         return 10_000
+
+
+EVENT_FILE = Path(__file__).resolve().parents[1] / "events" / "api-emails.json"
+
+
+def emails_event() -> dict[str, Any]:
+    """events/api-emails.json (what HTTP API sends), served on the $default stage.
+
+    On $default the path carries no stage, so the bare handler routes it the same way.
+    """
+    if not EVENT_FILE.exists():
+        body = {"to": "ada@example.com", "subject": "Hello", "text": "A durable email."}
+        return http_api_event("/emails", body)
+    event: dict[str, Any] = json.loads(EVENT_FILE.read_text())
+    event["rawPath"] = event["requestContext"]["http"]["path"] = "/emails"
+    event["routeKey"] = event["requestContext"]["routeKey"] = "$default"
+    event["requestContext"]["stage"] = "$default"
+    return event
 
 
 def http_api_event(path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -99,7 +118,9 @@ def _drain(sqs: Any, queue_url: str) -> None:
         )
         if not messages:
             return
-        entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)]
+        entries = [
+            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)
+        ]
         sqs.delete_message_batch(QueueUrl=queue_url, Entries=entries)
 
 
@@ -108,11 +129,13 @@ def measure(rounds: int) -> dict[str, list[float]]:
     from api.main import handler as offload_handler
     from benchmarks.baselines.bare_handler import handler as bare_handler
 
-    body = {"to": "ada@example.com", "subject": "Hello", "text": "A durable email."}
-    event = http_api_event("/emails", body)
+    event = emails_event()
     context = Context()
     sqs = boto3.client("sqs")
-    handlers = {"offload": offload_handler, "bare": bare_handler}
+    handlers: dict[str, Callable[[dict[str, Any], Any], dict[str, Any]]] = {
+        "offload": offload_handler,
+        "bare": bare_handler,
+    }
     samples: dict[str, list[float]] = {name: [] for name in handlers}
     warmup = 10
     for index in range(warmup + rounds):

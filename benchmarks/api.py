@@ -170,14 +170,21 @@ def _offload_system(logs: Path) -> Iterator[str]:
 
     with moto_server(logs / "moto.log") as moto_url, _environ(BENCH_ENV):
         stack = provision(moto_url, ROOT / "template.yaml", {"Stage": "dev"})
-        extra = {"AWS_ENDPOINT_URL": moto_url, "OFFLOAD_TASK_MODULES": "benchmarks.subjects.slow_task"}
+        extra = {
+            "AWS_ENDPOINT_URL": moto_url,
+            "OFFLOAD_TASK_MODULES": "benchmarks.subjects.slow_task",
+        }
         api_env = child_env(**stack.environment("ApiFunction"), **extra)
         source = next(s for s in stack.event_sources if s.function == "TaskWorker")
         source = replace(source, environment={**source.environment, **extra})
         from local.poller import spec_argument
 
         pollers = [
-            spawn(["-m", "local", "poll", spec_argument(source)], child_env(**extra), logs / f"poller{i}.log")
+            spawn(
+                ["-m", "local", "poll", spec_argument(source)],
+                child_env(**extra),
+                logs / f"poller{i}.log",
+            )
             for i in range(2)
         ]
         try:
@@ -201,10 +208,10 @@ def _idle_ms(client: httpx.Client, url: str) -> float:
     return median(samples)
 
 
-def _slowest_during_burst_ms(client: httpx.Client, url: str) -> float:
+def _slowest_during_burst_ms(client: httpx.Client, url: str, seconds: float) -> float:
     """Probe GET /ping one after another while another process fires the burst."""
     burst = spawn(
-        ["-m", "benchmarks._burst", f"{url}/work?seconds={TASK_SECONDS}", str(BURST_SIZE)],
+        ["-m", "benchmarks._burst", f"{url}/work?seconds={seconds:g}", str(BURST_SIZE)],
         child_env(),
     )
     started = time.monotonic()
@@ -225,32 +232,46 @@ def _slowest_during_burst_ms(client: httpx.Client, url: str) -> float:
 
 
 def burst_figures(rounds: int = BURST_ROUNDS) -> list[Row]:
-    idle: dict[str, list[float]] = {"seed": [], "offload": []}
-    slowest: dict[str, list[float]] = {"seed": [], "offload": []}
-    systems = {"seed": _seed_system, "offload": _offload_system}
+    # name → (system, task seconds). "floor" is the seed with 0-second tasks: what a burst of
+    # 200 requests costs a one-process server by itself, with no thread pool starved.
+    systems = {
+        "seed": (_seed_system, TASK_SECONDS),
+        "offload": (_offload_system, TASK_SECONDS),
+        "floor": (_seed_system, 0.0),
+    }
+    idle: dict[str, list[float]] = {name: [] for name in systems}
+    slowest: dict[str, list[float]] = {name: [] for name in systems}
     with tempfile.TemporaryDirectory() as tmp, httpx.Client(timeout=60) as client:
         for index in range(rounds):
-            order = ("seed", "offload") if index % 2 == 0 else ("offload", "seed")
+            order = list(systems) if index % 2 == 0 else list(reversed(systems))
             for name in order:
+                system, seconds = systems[name]
                 # A fresh system each round: no tasks left over from the previous burst.
-                with systems[name](Path(tmp)) as url:
+                with system(Path(tmp)) as url:
                     idle[name].append(_idle_ms(client, url))
-                    slowest[name].append(_slowest_during_burst_ms(client, url))
-    note = f"{BURST_SIZE} POSTs x {TASK_SECONDS:g} s tasks, median of {rounds} bursts"
+                    slowest[name].append(_slowest_during_burst_ms(client, url, seconds))
+    note = f"{BURST_SIZE} concurrent POSTs, median of {rounds} bursts"
     return [
         row(
             "(c) slowest GET /ping during burst, Offload (vs its idle latency)",
             median(slowest["offload"]),
             median(idle["offload"]),
             2.0,
-            note=note,
+            note=f"{note}; 2 s tasks run in the TaskWorker, API against moto server",
         ),
         row(
             "(c) slowest GET /ping during burst, seed BackgroundTasks (vs its idle latency)",
             median(slowest["seed"]),
             median(idle["seed"]),
             None,
-            note=note + "; the seed waits for a free thread",
+            note=f"{note}; 2 s tasks in-process: /ping waits for a free thread",
+        ),
+        row(
+            "(c) floor: same burst, seed with 0 s tasks (vs its idle latency)",
+            median(slowest["floor"]),
+            median(idle["floor"]),
+            None,
+            note=f"{note}; the cost of the burst itself to a one-process server",
         ),
     ]
 

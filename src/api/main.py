@@ -4,7 +4,7 @@ from fastapi import Depends, FastAPI, Request, status
 from fastapi.responses import JSONResponse
 from mangum import Mangum
 
-from api.routers import emails, health, notifications, tasks
+from api.routers import emails, health, notifications, tasks, uploads
 from api.security import BodySizeLimit, require_api_token
 from api.stage import ApiGatewayStage
 from offload.errors import EnqueueError
@@ -22,6 +22,7 @@ app.include_router(health.router)
 app.include_router(notifications.router)
 app.include_router(emails.router)
 app.include_router(tasks.router)
+app.include_router(uploads.router)
 
 
 @app.exception_handler(InvalidTaskArgumentsError)

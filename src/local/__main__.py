@@ -1,4 +1,4 @@
-"""Command line of the local system: `python -m local run|emails|poll`."""
+"""Command line of the local system: `python -m local run|emails|upload|poll`."""
 
 import argparse
 import os
@@ -35,9 +35,19 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--instances", type=int, default=2, help="most poller processes per worker")
     run.add_argument("--template", type=Path, default=None)
     run.add_argument("-v", "--verbose", action="store_true", help="show every worker log line")
+    run.add_argument(
+        "--api-token",
+        default=os.getenv("OFFLOAD_API_TOKEN"),
+        help="require `Authorization: Bearer TOKEN` on every route but /health",
+    )
     emails = commands.add_parser("emails", help="list the emails the embedded SES has sent")
     emails.add_argument(
         "--moto-url", default=f"http://127.0.0.1:{os.getenv('OFFLOAD_MOTO_PORT', '4566')}"
+    )
+    upload = commands.add_parser("upload", help="upload a CSV/TSV file and wait for the result")
+    upload.add_argument("file")
+    upload.add_argument(
+        "--api", default=f"http://127.0.0.1:{os.getenv('OFFLOAD_API_PORT', '8000')}"
     )
     poll = commands.add_parser("poll", help="(internal) one worker instance")
     poll.add_argument("spec")
@@ -45,12 +55,17 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "emails":
         return _emails(args.moto_url)
+    if args.command == "upload":
+        from local.upload import main as upload_main
+
+        return upload_main(args.file, args.api)
     if args.command == "poll":
         from local.poller import main as poll_main
 
         poll_main(args.spec)
         return 0
-    from local.runner import Options, run as run_system
+    from local.runner import Options
+    from local.runner import run as run_system
 
     options = Options(
         host=args.host,
@@ -59,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         sender=args.sender,
         instances=args.instances,
         verbose=args.verbose,
+        environment={"OFFLOAD_API_TOKEN": args.api_token} if args.api_token else None,
     )
     if args.template:
         options.template = args.template

@@ -63,7 +63,7 @@ def _record_attributes(message: "MessageTypeDef") -> dict[str, str]:
         "SequenceNumber",
     )
     attributes = message.get("Attributes", {})
-    return {name: str(attributes[name]) for name in wanted if name in attributes}  # type: ignore[literal-required]
+    return {name: str(attributes[name]) for name in wanted if name in attributes}
 
 
 def sqs_event(messages: list["MessageTypeDef"], queue_arn: str) -> dict[str, Any]:

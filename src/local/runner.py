@@ -16,6 +16,7 @@ from typing import IO, Any
 
 import boto3
 import requests
+from botocore.exceptions import BotoCoreError, ClientError
 from moto.core.model_instances import model_data
 from moto.server import ThreadedMotoServer
 
@@ -25,7 +26,7 @@ from local.stack import LocalStack, provision
 ROOT = Path(__file__).resolve().parents[2]
 LOCAL_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "local",
-    "AWS_SECRET_ACCESS_KEY": "local",  # noqa: S105 - moto accepts any credentials
+    "AWS_SECRET_ACCESS_KEY": "local",  # moto accepts any credentials
     "AWS_DEFAULT_REGION": "us-east-1",
     "AWS_REGION": "us-east-1",
     "POWERTOOLS_TRACE_DISABLED": "true",
@@ -70,14 +71,17 @@ class LocalSystem:
         return env
 
     def _check_ports(self) -> None:
-        for port, flag in ((self.options.moto_port, "--moto-port"), (self.options.api_port, "--api-port")):
+        for port, flag in (
+            (self.options.moto_port, "--moto-port"),
+            (self.options.api_port, "--api-port"),
+        ):
             with socket.socket() as probe:
                 try:
                     probe.bind((self.options.host, port))
                 except OSError:
                     raise SystemExit(
                         f"port {port} on {self.options.host} is in use (is another `make run` "
-                        f"going?). Stop it, or pick another port: make run ARGS=\"{flag} <port>\""
+                        f'going?). Stop it, or pick another port: make run ARGS="{flag} <port>"'
                     ) from None
 
     def start(self) -> None:
@@ -191,7 +195,7 @@ class LocalSystem:
         while not self.stopping.wait(0.2):
             try:
                 items = dynamodb.scan(TableName=table)["Items"]
-            except Exception:  # noqa: BLE001 - moto stopping
+            except (BotoCoreError, ClientError):  # moto is stopping
                 continue
             for item in sorted(items, key=lambda i: i["updated_at"]["S"]):
                 task_id, state = item["task_id"]["S"], item["state"]["S"]

@@ -6,11 +6,14 @@ import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from samtranslator.translator.transform import transform
 from samtranslator.yaml_helper import yaml_parse
+
+if TYPE_CHECKING:
+    from mypy_boto3_lambda.type_defs import FunctionConfigurationResponseTypeDef
 
 STACK_NAME = "offload-local"
 ARTIFACT_BUCKET = "offload-local-artifacts"
@@ -47,7 +50,7 @@ class EventSource:
 class LocalStack:
     outputs: dict[str, str]
     resources: dict[str, str]  # logical id → physical id
-    functions: dict[str, dict[str, Any]]  # logical id → Lambda configuration
+    functions: dict[str, "FunctionConfigurationResponseTypeDef"]  # logical id → configuration
     event_sources: list[EventSource] = field(default_factory=list)
 
     def environment(self, logical_id: str) -> dict[str, str]:
@@ -115,6 +118,53 @@ def strip_unsupported(cfn: dict[str, Any]) -> list[str]:
     return sorted(removed)
 
 
+def bucket_notifications(cfn: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Each bucket's SQS notifications (logical ids), which moto's CloudFormation ignores."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for name, resource in cfn["Resources"].items():
+        if resource["Type"] != "AWS::S3::Bucket":
+            continue
+        config = resource.get("Properties", {}).get("NotificationConfiguration", {})
+        for queue in config.get("QueueConfigurations", []):
+            target = queue["Queue"]
+            if not (isinstance(target, dict) and "Fn::GetAtt" in target):
+                raise ValueError(f"{name}: the local system needs Queue: !GetAtt <Queue>.Arn")
+            rules = queue.get("Filter", {}).get("S3Key", {}).get("Rules", [])
+            found.setdefault(name, []).append(
+                {
+                    "queue": target["Fn::GetAtt"][0],
+                    "events": [queue["Event"]],
+                    "rules": [{"Name": r["Name"], "Value": r["Value"]} for r in rules],
+                }
+            )
+    return found
+
+
+def apply_bucket_notifications(
+    session: boto3.session.Session,
+    endpoint: str | None,
+    notifications: dict[str, list[dict[str, Any]]],
+    resources: dict[str, str],
+) -> None:
+    """Set the template's bucket → queue notifications with the S3 API, as S3 would."""
+    s3 = session.client("s3", endpoint_url=endpoint)
+    sqs = session.client("sqs", endpoint_url=endpoint)
+    for bucket, queues in notifications.items():
+        configurations: list[Any] = []
+        for queue in queues:
+            arn = sqs.get_queue_attributes(
+                QueueUrl=resources[queue["queue"]], AttributeNames=["QueueArn"]
+            )["Attributes"]["QueueArn"]
+            configuration: dict[str, Any] = {"QueueArn": arn, "Events": queue["events"]}
+            if queue["rules"]:
+                configuration["Filter"] = {"Key": {"FilterRules": queue["rules"]}}
+            configurations.append(configuration)
+        s3.put_bucket_notification_configuration(
+            Bucket=resources[bucket],
+            NotificationConfiguration={"QueueConfigurations": configurations},
+        )
+
+
 def _code_zip() -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
@@ -131,6 +181,7 @@ def provision(endpoint: str, template_path: Path, parameters: dict[str, str]) ->
 
     cfn_template = translate(template_path, parameters)
     strip_unsupported(cfn_template)
+    notifications = bucket_notifications(cfn_template)
     cloudformation = session.client("cloudformation", endpoint_url=endpoint)
     cloudformation.create_stack(
         StackName=STACK_NAME,
@@ -165,6 +216,7 @@ def provision(endpoint: str, template_path: Path, parameters: dict[str, str]) ->
     by_name = {config["FunctionName"]: logical for logical, config in functions.items()}
     sqs = session.client("sqs", endpoint_url=endpoint)
     stack_info = LocalStack(outputs=outputs, resources=resources, functions=functions)
+    apply_bucket_notifications(session, endpoint, notifications, resources)
     for mapping in lambda_.list_event_source_mappings()["EventSourceMappings"]:
         # moto would "run" these itself on SendMessage and swallow the messages: the runner owns
         # polling, so the mappings are read, then disabled (moto's delete leaves them active).

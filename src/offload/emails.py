@@ -5,7 +5,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, model_validator
 
 from offload.aws import ses
-from offload.errors import RecipientNotAllowedError
+from offload.errors import PermanentTaskError, RecipientNotAllowedError
 from offload.observability import logger
 from offload.registry import task
 from offload.settings import get_settings
@@ -66,7 +66,8 @@ def send_email(
 ) -> dict[str, Any]:
     """Send one email through SES from the configured sender."""
     if text is None and html is None:
-        raise ValueError("send_email needs a text or an html body")
+        # Permanent: a retry cannot add the missing body (a ValueError would be retried).
+        raise PermanentTaskError("send_email needs a text or an html body")
     # Defence in depth: a message that bypassed the API (or a list changed since) fails for good.
     if not is_allowed_recipient(to):
         raise RecipientNotAllowedError("recipient is not allowed on this stage")

@@ -111,7 +111,7 @@ def get_task(name: str) -> TaskDefinition:
 def definition_of(func: Callable[..., Any]) -> TaskDefinition:
     """The registration of a decorated function; refuses anything that is not a task."""
     task_name = getattr(func, "__offload_task__", None)
-    if task_name is None or _registry.get(task_name, None) is None:
+    if task_name is None or _registry.get(task_name) is None:
         raise UnknownTaskError(
             f"{getattr(func, '__qualname__', func)!r} is not a registered task; decorate it with "
             "@offload.task"

@@ -37,11 +37,21 @@ class Settings(BaseSettings):
     payload_bucket: str = ""
     # Extra modules whose @task functions should be registered, comma separated.
     task_modules: str = ""
+    # Uploads (POST /uploads → S3 → UploadQueue → UploadWorker).
+    upload_bucket: str = ""
+    upload_queue_url: str = ""
+    upload_max_bytes: int = Field(default=1_073_741_824, ge=1)
+    # A gzip upload may expand to at most this many bytes (a guard against gzip bombs).
+    upload_max_expanded_bytes: int = Field(default=10_737_418_240, ge=1)
+    # Unique rows remembered to drop duplicates (about 60 bytes each); past it, see the summary.
+    upload_max_tracked_rows: int = Field(default=1_000_000, ge=0)
+    upload_url_expires_seconds: int = Field(default=900, ge=60, le=604_800)
+    result_url_expires_seconds: int = Field(default=3_600, ge=60, le=604_800)
     # Security. When set, every route but /health needs `Authorization: Bearer <api_token>`
     # (the local system; on AWS the HTTP API's JWT authorizer guards the routes instead).
     api_token: SecretStr | None = None
     # Largest request body the API reads; bigger ones get 413.
-    max_body_bytes: int = Field(default=262_144, ge=1)
+    max_body_bytes: int = Field(default=1_048_576, ge=1)
     # Comma-separated addresses or domains email may go to; empty allows any.
     allowed_recipients: str = ""
 

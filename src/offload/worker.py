@@ -68,7 +68,9 @@ def parse_message(body: str) -> TaskMessage:
 def backoff_seconds(attempt: int) -> int:
     """Exponential backoff from the receive count, capped, with equal jitter."""
     settings = get_settings()
-    ceiling = min(settings.retry_max_seconds, settings.retry_base_seconds * 2 ** (attempt - 1))
+    # The exponent is capped: 2 ** 1024 no longer converts to float (a queue with no redrive).
+    growth = 2 ** min(max(attempt - 1, 0), 64)
+    ceiling = min(settings.retry_max_seconds, settings.retry_base_seconds * growth)
     return int(ceiling / 2 + random.uniform(0, ceiling / 2))  # noqa: S311 - jitter, not crypto
 
 

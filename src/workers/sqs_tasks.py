@@ -8,6 +8,7 @@ from aws_lambda_powertools.utilities.batch import (
     EventType,
     process_partial_response,
 )
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -15,7 +16,7 @@ from offload.observability import logger, metrics, tracer
 from offload.registry import QueueName
 from offload.worker import process_record, register_context
 
-LambdaHandler = Callable[[dict[str, Any], LambdaContext], dict[str, Any]]
+LambdaHandler = Callable[[dict[str, Any], LambdaContext], PartialItemFailureResponse]
 
 
 def task_queue_handler(queue: QueueName) -> LambdaHandler:
@@ -28,7 +29,7 @@ def task_queue_handler(queue: QueueName) -> LambdaHandler:
     @logger.inject_lambda_context(clear_state=True)
     @metrics.log_metrics
     @tracer.capture_lambda_handler(capture_response=False)
-    def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
         metrics.add_dimension(name="queue", value=queue)
         register_context(context)
         return process_partial_response(

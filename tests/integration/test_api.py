@@ -35,6 +35,30 @@ def test_health_event(aws: AwsStack, event: EventLoader, lambda_context: Any) ->
     assert json.loads(response["body"]) == {"status": "ok", "stage": "dev"}
 
 
+def test_default_stage_is_served_at_the_root(
+    aws: AwsStack, event: EventLoader, lambda_context: Any
+) -> None:
+    # An HTTP API on its $default stage sends the path without a stage prefix.
+    request = event("api-health.json")
+    request["rawPath"] = request["requestContext"]["http"]["path"] = "/health"
+    request["requestContext"]["stage"] = "$default"
+
+    response = invoke(request, lambda_context)
+
+    assert response["statusCode"] == 200
+
+
+def test_a_path_outside_the_stage_is_not_found(
+    aws: AwsStack, event: EventLoader, lambda_context: Any
+) -> None:
+    request = event("api-health.json")
+    request["rawPath"] = request["requestContext"]["http"]["path"] = "/development/health"
+
+    response = invoke(request, lambda_context)
+
+    assert response["statusCode"] == 404
+
+
 @pytest.mark.parametrize(
     ("name", "queue", "kind", "payload"),
     [

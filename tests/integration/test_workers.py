@@ -6,10 +6,12 @@ from uuid import UUID
 
 import boto3
 import pytest
+from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
 from local.lambda_runtime import LambdaContext, sqs_event
 from offload.enqueue import TaskCall, enqueue
 from offload.errors import TransientTaskError
+from offload.notifications import write_log
 from offload.registry import definition_of, task
 from tests.support import REGION, SENDER, AwsStack, EventLoader, JsonLogs
 from workers import email as email_worker
@@ -241,10 +243,19 @@ def test_unverified_sender_is_a_clear_permanent_error(
 # ------------------------------------------------------------------ retries, real messages
 
 
-def enqueue_flaky(key: str, failures: int) -> UUID:
+def enqueue_flaky(key: str, failures: int, *, with_good_task: bool = True) -> UUID:
+    """Queue a flaky task, and a write_log beside it so the batch only partly fails."""
     definition = definition_of(flaky)
-    [message] = enqueue([TaskCall(definition, definition.payload(key=key, failures=failures))])
-    return message.task_id
+    calls = [TaskCall(definition, definition.payload(key=key, failures=failures))]
+    if with_good_task:
+        log = definition_of(write_log)
+        calls.append(TaskCall(log, log.payload(f"beside {key}")))
+    return enqueue(calls)[0].task_id
+
+
+def record_of(batch: dict[str, Any], task_id: UUID) -> dict[str, Any]:
+    [record] = [r for r in batch["Records"] if task_id_of(r) == str(task_id)]
+    return record
 
 
 def test_transient_failure_is_retried_with_the_record_reported(
@@ -264,7 +275,7 @@ def test_transient_failure_is_retried_with_the_record_reported(
     first_event = received_event(aws.task_queue)
     first = task_worker.handler(first_event, lambda_context)
 
-    message_id = first_event["Records"][0]["messageId"]
+    message_id = record_of(first_event, task_id)["messageId"]
     assert first == {"batchItemFailures": [{"itemIdentifier": message_id}]}
     status = aws.task(task_id)
     assert status is not None
@@ -280,6 +291,7 @@ def test_transient_failure_is_retried_with_the_record_reported(
 
     # Second delivery (the message came back): it succeeds
     second_event = received_event(aws.task_queue)
+    assert [r["messageId"] for r in second_event["Records"]] == [message_id]
     assert second_event["Records"][0]["attributes"]["ApproximateReceiveCount"] == "2"
     second = task_worker.handler(second_event, lambda_context)
 
@@ -308,14 +320,27 @@ def test_retry_backs_off_with_the_message_hidden(
 
 
 def test_near_the_timeout_records_go_back_untouched(aws: AwsStack) -> None:
-    task_id = enqueue_flaky("timeout", failures=0)
+    task_id = enqueue_flaky("timeout", failures=0, with_good_task=False)
     batch = received_event(aws.task_queue)
 
-    # Less time left than the per-record budget (5 s by default)
-    response = task_worker.handler(batch, LambdaContext("offload-dev-TaskWorker", 2))
+    # Less time left than the per-record budget (5 s by default): every record goes back, so
+    # the whole invocation fails, as Powertools does when no record of a batch succeeded.
+    with pytest.raises(BatchProcessingError):
+        task_worker.handler(batch, LambdaContext("offload-dev-TaskWorker", 2))
 
-    assert response == {"batchItemFailures": [{"itemIdentifier": batch["Records"][0]["messageId"]}]}
     status = aws.task(task_id)
     assert status is not None and status["state"] == "queued"
-    # Visible again at once
+    # Visible again at once, not after the 180 s visibility timeout
     assert len(aws.receive_all(aws.task_queue)) == 1
+
+
+def test_a_batch_where_every_record_fails_transiently_fails_the_invocation(
+    aws: AwsStack, lambda_context: LambdaContext
+) -> None:
+    task_id = enqueue_flaky("all-fail", failures=5, with_good_task=False)
+
+    with pytest.raises(BatchProcessingError):
+        task_worker.handler(received_event(aws.task_queue), lambda_context)
+
+    status = aws.task(task_id)
+    assert status is not None and status["state"] == "retrying"

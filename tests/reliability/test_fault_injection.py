@@ -50,7 +50,7 @@ from tests.support import REGION, AwsStack, JsonLogs
 
 pytestmark = pytest.mark.timeout(240)
 
-TASKS_PER_KIND = 300
+TASKS_PER_KIND = int(os.getenv("OFFLOAD_FAULT_TASKS", "300"))
 POISON_RATE = 0.05
 THROTTLE_RATE = 0.20
 SEED = 20_240_501
@@ -488,4 +488,15 @@ def wait_until_settled(aws: AwsStack, workload: Workload) -> dict[UUID, TaskStat
             return states
         time.sleep(0.5)
     pending = Counter(s.value for s in states.values() if not s.is_final)
-    pytest.fail(f"not settled in {DEADLINE_SECONDS}s: {len(ids) - len(states)} unknown, {pending}")
+    unknown = Counter(
+        "email" if t in workload.valid_email else "log" if t in workload.valid_log else
+        workload.poison[t] for t in ids - set(states)
+    )
+    queued = Counter(
+        "email" if t in workload.valid_email else "log" if t in workload.valid_log else
+        workload.poison[t] for t, s in states.items() if not s.is_final
+    )
+    counts = {url.rsplit("-", 1)[-1]: sqs.counts(url) for url in (aws.email_queue, aws.task_queue)}
+    pytest.fail(
+        f"not settled in {DEADLINE_SECONDS}s: unknown {unknown}, {pending} {queued}, {counts}"
+    )

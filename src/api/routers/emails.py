@@ -1,5 +1,7 @@
 """Email endpoints: each one enqueues a send_email task."""
 
+from uuid import UUID
+
 from fastapi import APIRouter, Request, status
 
 from api.models import TaskAccepted
@@ -13,9 +15,9 @@ DEFAULT_SUBJECT = "Hello from Offload"
 DEFAULT_TEXT = "This email was sent by a durable background task."
 
 
-def _accepted(request: Request, task_id: object) -> TaskAccepted:
+def _accepted(request: Request, task_id: UUID) -> TaskAccepted:
     url = str(request.url_for("get_task", task_id=task_id))
-    return TaskAccepted(task_id=task_id, status_url=url)  # type: ignore[arg-type]
+    return TaskAccepted(task_id=task_id, status_url=url)
 
 
 @router.post("/email/{to_email}", status_code=status.HTTP_202_ACCEPTED)

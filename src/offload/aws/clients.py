@@ -67,9 +67,15 @@ def s3() -> "S3Client":
     return boto3.client("s3", config=_CONFIG)
 
 
+@_once
+def s3_signer() -> "S3Client":
+    """Signs presigned URLs and POST policies with SigV4, which S3 requires of them."""
+    return boto3.client("s3", config=_CONFIG.merge(Config(signature_version="s3v4")))
+
+
 def reset() -> None:
     """Forget every client, so the next call builds one for the current environment."""
-    for factory in (sqs, dynamodb, ses, s3):
+    for factory in (sqs, dynamodb, ses, s3, s3_signer):
         factory.cache_clear()
     from offload.aws import idempotency
 

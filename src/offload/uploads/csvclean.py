@@ -16,7 +16,7 @@ Duplicates are found with a set of 60-bit row fingerprints (Python's hash of the
 memory is O(unique rows) at about 60 bytes each in CPython (the 16-byte digest plus the set's
 slot and object overhead). `max_tracked_rows` caps it; past the cap, rows are still checked
 against the fingerprints already held but not added, and the summary says so. Two different
-rows share a fingerprint with a probability of about n²/2⁶¹ (4×10⁻⁷ for a million rows).
+rows share a fingerprint with a probability of about n²/2⁶¹ (4e-7 for a million rows).
 """
 
 import codecs
@@ -25,13 +25,18 @@ import gzip
 import io
 import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from itertools import compress, islice
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
-from offload.uploads.errors import EmptyUploadError, InvalidUploadError, NotTextError, UploadTooLargeError
+from offload.uploads.errors import (
+    EmptyUploadError,
+    InvalidUploadError,
+    NotTextError,
+    UploadTooLargeError,
+)
 
 SAMPLE_BYTES = 64 * 1024
 BATCH_ROWS = 4096
@@ -58,6 +63,10 @@ _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
 _NORMALISE = re.compile(r"[^\w]+")
 
 
+class Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
 def _replace_and_count(error: UnicodeError) -> tuple[str, int]:
     if not isinstance(error, UnicodeDecodeError):
         raise error
@@ -73,7 +82,7 @@ codecs.register_error(_REPLACE_HANDLER, _replace_and_count)
 class _ChainedReader(io.RawIOBase):
     """Bytes already read (a sample), then the rest of a stream; counts what passes."""
 
-    def __init__(self, head: bytes, rest: IO[bytes], limit: int | None, what: str) -> None:
+    def __init__(self, head: bytes, rest: Readable, limit: int | None, what: str) -> None:
         self._head = memoryview(head)
         self._rest = rest
         self._limit = limit
@@ -99,7 +108,7 @@ class _ChainedReader(io.RawIOBase):
         return n
 
 
-def _read_sample(stream: IO[bytes], size: int) -> bytes:
+def _read_sample(stream: Readable, size: int) -> bytes:
     parts = []
     while size > 0:
         chunk = stream.read(size)
@@ -176,7 +185,7 @@ def _check_text(text: str) -> None:
 
 
 def open_text(
-    stream: IO[bytes],
+    stream: Readable,
     *,
     declared_charset: str | None = None,
     max_bytes: int | None = None,
@@ -279,9 +288,9 @@ def _newlines(cells: list[str]) -> int:
 class Cleaner:
     """Reads rows from a csv reader and yields batches of clean columns."""
 
-    def __init__(self, text: IO[str], delimiter: str, max_tracked_rows: int) -> None:
+    def __init__(self, lines: Iterable[str], delimiter: str, max_tracked_rows: int) -> None:
         csv.field_size_limit(MAX_FIELD_CHARS)
-        self.reader = csv.reader(text, delimiter=delimiter, strict=False)
+        self.reader = csv.reader(lines, delimiter=delimiter, strict=False)
         self.stats = RowStats(max_tracked=max_tracked_rows)
         self._seen: set[int] = set()
         self.header: list[str] = []
@@ -303,8 +312,10 @@ class Cleaner:
                 f"unreadable CSV near line {self.reader.line_num}: {exc} (an unclosed quote?)"
             ) from exc
 
-    def batches(self) -> Iterator[list[list[str]]]:
+    def batches(self) -> Iterator[tuple[list[list[str]], str]]:
+        """Batches of clean rows: (columns for the summary, the rows as comma-separated text)."""
         width = len(self.header)
+        blank_line = "," * (width - 1)
         while True:
             first_line = self.reader.line_num
             try:
@@ -321,10 +332,15 @@ class Cleaner:
                 if not rows:
                     continue
             columns = [list(map(str.strip, column)) for column in zip(*rows, strict=False)]
-            columns = self._drop_blank_and_duplicates(columns)
-            if columns and columns[0]:
-                self.stats.written += len(columns[0])
-                yield columns
+            lines = encode_rows(columns)
+            keep = self._keep(lines, blank_line)
+            if keep is not None:
+                columns = [list(compress(column, keep)) for column in columns]
+                lines = list(compress(lines, keep))
+            if lines:
+                self.stats.written += len(lines)
+                lines.append("")
+                yield columns, "\n".join(lines)
 
     def _fix_ragged(self, rows: list[list[str]], width: int, line: int) -> list[list[str]]:
         fixed: list[list[str]] = []
@@ -356,25 +372,27 @@ class Cleaner:
                 )
         return fixed
 
-    def _drop_blank_and_duplicates(self, columns: list[list[str]]) -> list[list[str]]:
-        rows = list(zip(*columns, strict=True))
-        hashes = list(map(_MASK60.__and__, map(hash, rows)))
-        nonblank = list(map(any, rows))
+    def _keep(self, lines: list[str], blank_line: str) -> list[bool] | None:
+        """Which rows to keep (None: all of them): not blank, not seen before.
+
+        The encoded line stands for the row: the CSV encoding is one-to-one.
+        """
+        hashes = list(map(_MASK60.__and__, map(hash, lines)))
         seen = self._seen
         stats = self.stats
-        if all(nonblank):
+        if blank_line not in lines:
             batch = set(hashes)
             if len(batch) == len(hashes) and seen.isdisjoint(batch):
                 if stats.tracked + len(batch) <= stats.max_tracked:
                     seen |= batch
                     stats.tracked += len(batch)
-                    return columns
+                    return None
                 if stats.tracked >= stats.max_tracked:
                     stats.untracked += len(batch)
-                    return columns
+                    return None
         keep = []
-        for h, filled in zip(hashes, nonblank, strict=True):
-            if not filled:
+        for line, h in zip(lines, hashes, strict=True):
+            if line == blank_line:
                 stats.blank += 1
                 keep.append(False)
             elif h in seen:
@@ -387,23 +405,31 @@ class Cleaner:
                     stats.tracked += 1
                 else:
                     stats.untracked += 1
-        return [list(compress(column, keep)) for column in columns]
+        return keep
 
 
-def encode_columns(columns: list[list[str]], delimiter: str = ",") -> str:
-    """CSV text (LF line ends) for columns of equal length, quoting only where needed."""
+def encode_rows(columns: list[list[str]], delimiter: str = ",") -> list[str]:
+    """Each row as one CSV line (no line end), quoting only the cells that need it.
+
+    Works column by column: a column with no special character is used as it is; otherwise
+    its cells are quoted in one pass over the joined column.
+    """
     out = []
     specials = (delimiter, '"', "\n", "\r")
     for column in columns:
         joined = "\x00".join(column)
-        if any(s in joined for s in specials):
-            if joined.count("\x00") == len(column) - 1:
-                quoted = '"' + joined.replace('"', '""').replace("\x00", '"\x00"') + '"'
-                column = quoted.split("\x00")
-            else:
-                column = [_quote(v, specials) for v in column]
-        out.append(column)
-    return "\n".join(map(delimiter.join, zip(*out, strict=True))) + "\n"
+        if not any(s in joined for s in specials):
+            out.append(column)
+        elif joined.count("\x00") == len(column) - 1:
+            out.append(_quote_column(joined))
+        else:
+            out.append([_quote(v, specials) for v in column])
+    return list(map(delimiter.join, zip(*out, strict=True)))
+
+
+def _quote_column(joined: str) -> list[str]:
+    """Quote every cell of a NUL-joined column, without a Python loop per cell."""
+    return ('"' + joined.replace('"', '""').replace("\x00", '"\x00"') + '"').split("\x00")
 
 
 def _quote(value: str, specials: tuple[str, ...]) -> str:

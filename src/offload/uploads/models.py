@@ -134,4 +134,3 @@ class UploadCreate(BaseModel):
     def compressed(self) -> bool:
         name = self.filename.lower()
         return name.endswith(tuple(GZIP_SUFFIXES)) or self.content_type in GZIP_TYPES
-

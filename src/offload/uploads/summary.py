@@ -21,7 +21,8 @@ EMPTY, INTEGER, FLOAT, BOOLEAN, DATE, STRING = (
 )
 _TRUE = {"true", "yes"}
 _BOOLEANS = _TRUE | {"false", "no"}
-_DATES = re.compile(r"\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])")
+_DATE = r"\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])"
+_DATES = re.compile(rf"{_DATE}(?:\x00{_DATE})*")
 
 
 def _parse(kind: type[int] | type[float], values: list[str]) -> tuple[list[Any], Any] | None:
@@ -37,10 +38,7 @@ def _parse(kind: type[int] | type[float], values: list[str]) -> tuple[list[Any],
 
 
 def _all_dates(values: list[str]) -> bool:
-    joined = "\x00".join(values)
-    if len(joined) != 11 * len(values) - 1:
-        return False
-    return all(_DATES.fullmatch(joined, i, i + 10) for i in range(0, len(joined), 11))
+    return _DATES.fullmatch("\x00".join(values)) is not None
 
 
 @dataclass
@@ -56,13 +54,12 @@ class ColumnSummary:
     true_count: int = 0
 
     def update(self, cells: list[str]) -> None:
-        values = list(filter(None, cells))
-        self.empty += len(cells) - len(values)
-        if not values:
+        empty = cells.count("")
+        self.empty += empty
+        self.count += len(cells) - empty
+        if self.kind == STRING or empty == len(cells):
             return
-        self.count += len(values)
-        if self.kind != STRING:
-            self._infer(values)
+        self._infer(list(filter(None, cells)) if empty else cells)
 
     def _infer(self, values: list[str]) -> None:
         kind = self.kind
@@ -124,8 +121,7 @@ class ColumnSummary:
 class TableSummary:
     def __init__(self, names: list[str], source_names: list[str]) -> None:
         self.columns = [
-            ColumnSummary(name, source)
-            for name, source in zip(names, source_names, strict=True)
+            ColumnSummary(name, source) for name, source in zip(names, source_names, strict=True)
         ]
 
     def update(self, columns: list[list[str]]) -> None:

@@ -1,0 +1,120 @@
+"""Uploads: the client POSTs the file straight to S3 with a presigned POST; a worker cleans it."""
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+from fastapi import APIRouter, HTTPException, Request, Response, status
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from api.models import ErrorDetail
+from api.security import BODY_ERRORS, UNAUTHORIZED
+from offload.aws import tasks_table, uploads_s3
+from offload.models import TaskState
+from offload.settings import get_settings
+from offload.uploads.models import UPLOAD_KIND, UploadCreate, result_keys, upload_key
+
+router = APIRouter(prefix="/uploads", tags=["uploads"], responses=UNAUTHORIZED)
+
+
+class UploadCreated(BaseModel):
+    upload_id: UUID
+    state: TaskState = TaskState.QUEUED
+    key: str = Field(description="Where the file goes in the upload bucket.")
+    url: str = Field(description="POST the file here as multipart/form-data...")
+    fields: dict[str, str] = Field(description="...with these form fields first, then `file`.")
+    expires_in: int = Field(description="Seconds the presigned POST stays valid.")
+    max_bytes: int
+    status_url: str
+
+
+class UploadPublic(BaseModel):
+    upload_id: UUID
+    state: TaskState
+    attempts: int
+    created_at: datetime
+    updated_at: datetime
+    error: str | None = None
+    summary: dict[str, Any] | None = None
+    results: dict[str, str] | None = Field(
+        default=None, description="Presigned GET URLs of cleaned_csv and summary_json."
+    )
+
+
+def _bucket() -> str:
+    bucket = get_settings().upload_bucket
+    if not bucket:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, detail="uploads are not configured"
+        )
+    return bucket
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    responses=BODY_ERRORS | {status.HTTP_503_SERVICE_UNAVAILABLE: {"model": ErrorDetail}},
+)
+async def create_upload(
+    upload: UploadCreate, request: Request, response: Response
+) -> UploadCreated:
+    """Record the upload as queued and hand out a presigned POST for exactly this file."""
+    settings = get_settings()
+    bucket = _bucket()
+    upload_id = uuid4()
+    key = upload_key(upload_id, upload.filename)
+    await run_in_threadpool(tasks_table.create, upload_id, UPLOAD_KIND)
+    post = await run_in_threadpool(
+        lambda: uploads_s3.presigned_post(
+            bucket,
+            key,
+            content_type=upload.content_type,
+            max_bytes=settings.upload_max_bytes,
+            expires_in=settings.upload_url_expires_seconds,
+        )
+    )
+    status_url = str(request.url_for("get_upload", upload_id=upload_id))
+    response.headers["Location"] = status_url
+    return UploadCreated(
+        upload_id=upload_id,
+        key=key,
+        url=post["url"],
+        fields=post["fields"],
+        expires_in=settings.upload_url_expires_seconds,
+        max_bytes=settings.upload_max_bytes,
+        status_url=status_url,
+    )
+
+
+@router.get(
+    "/{upload_id}",
+    name="get_upload",
+    responses={status.HTTP_404_NOT_FOUND: {"model": ErrorDetail, "description": "No such upload."}},
+)
+async def get_upload(upload_id: UUID) -> UploadPublic:
+    """The upload's state; once it succeeded, its summary and links to the results."""
+    record = await run_in_threadpool(tasks_table.get, upload_id)
+    if record is None or record.kind != UPLOAD_KIND:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no upload {upload_id}")
+    summary = record.result if isinstance(record.result, dict) else None
+    results = None
+    if record.state is TaskState.SUCCEEDED:
+        bucket = _bucket()
+        expires = get_settings().result_url_expires_seconds
+        results = {
+            name: uploads_s3.presigned_get(
+                bucket, key, expires_in=expires, filename=key.rsplit("/", 1)[-1]
+            )
+            for name, key in result_keys(upload_id).items()
+        }
+    return UploadPublic(
+        upload_id=upload_id,
+        state=record.state,
+        attempts=record.attempts,
+        created_at=record.created_at,
+        updated_at=record.updated_at,
+        error=record.error,
+        summary=summary,
+        results=results,
+    )

@@ -1,0 +1,158 @@
+"""The upload bucket: presigned POST in, streamed reads, streamed multipart writes out."""
+
+import json
+from typing import IO, TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from offload.aws import clients
+from offload.aws.errors import error_code, transient_errors
+from offload.uploads.errors import UploadMissingError
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3.type_defs import CompletedPartTypeDef
+
+# S3 takes parts of 5 MiB to 5 GiB (the last may be smaller), at most 10,000 of them.
+PART_BYTES = 8 * 1024 * 1024
+MISSING_CODES = {"NoSuchKey", "404", "NotFound", "NoSuchBucket"}
+
+
+def presigned_post(
+    bucket: str, key: str, *, content_type: str, max_bytes: int, expires_in: int
+) -> dict[str, Any]:
+    """URL and form fields for a browser or curl to POST one file to `key`.
+
+    The policy pins the key and the Content-Type and bounds the size; S3 refuses anything else.
+    """
+    fields = {"Content-Type": content_type}
+    conditions: list[Any] = [
+        {"Content-Type": content_type},
+        ["content-length-range", 1, max_bytes],
+    ]
+    post: dict[str, Any] = clients.s3_signer().generate_presigned_post(
+        Bucket=bucket, Key=key, Fields=fields, Conditions=conditions, ExpiresIn=expires_in
+    )
+    return post
+
+
+def presigned_get(bucket: str, key: str, *, expires_in: int, filename: str) -> str:
+    url: str = clients.s3_signer().generate_presigned_url(
+        "get_object",
+        Params={
+            "Bucket": bucket,
+            "Key": key,
+            "ResponseContentDisposition": f'attachment; filename="{filename}"',
+        },
+        ExpiresIn=expires_in,
+    )
+    return url
+
+
+class S3Object:
+    """An object opened for streaming: its body is read on demand, never all at once."""
+
+    def __init__(self, response: Any) -> None:
+        self.body: IO[bytes] = response["Body"]
+        self.size: int = int(response.get("ContentLength", 0))
+        self.content_type: str | None = response.get("ContentType")
+        self.etag: str = str(response.get("ETag", "")).strip('"')
+
+    def close(self) -> None:
+        self.body.close()
+
+
+def open_object(bucket: str, key: str) -> S3Object:
+    """GET an object for streaming. UploadMissingError if it no longer exists."""
+    try:
+        with transient_errors("S3 GetObject"):
+            return S3Object(clients.s3().get_object(Bucket=bucket, Key=key))
+    except ClientError as exc:
+        if error_code(exc) in MISSING_CODES:
+            raise UploadMissingError(
+                "the uploaded file was deleted before it could be processed"
+            ) from exc
+        raise
+
+
+class MultipartWriter:
+    """Streams bytes to one S3 object in parts; nothing is visible until `close()` completes.
+
+    Small outputs (under one part) are written with a single PutObject. On error, `abort()`
+    discards the parts already uploaded.
+    """
+
+    def __init__(
+        self, bucket: str, key: str, content_type: str, part_bytes: int = PART_BYTES
+    ) -> None:
+        self.bucket = bucket
+        self.key = key
+        self.content_type = content_type
+        self.part_bytes = part_bytes
+        self.buffer = bytearray()
+        self.parts: list[CompletedPartTypeDef] = []
+        self.upload_id: str | None = None
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        self.buffer += data
+        self.size += len(data)
+        if len(self.buffer) >= self.part_bytes:
+            self._flush()
+
+    def _flush(self) -> None:
+        s3 = clients.s3()
+        with transient_errors("S3 UploadPart"):
+            if self.upload_id is None:
+                self.upload_id = s3.create_multipart_upload(
+                    Bucket=self.bucket, Key=self.key, ContentType=self.content_type
+                )["UploadId"]
+            number = len(self.parts) + 1
+            response = s3.upload_part(
+                Bucket=self.bucket,
+                Key=self.key,
+                UploadId=self.upload_id,
+                PartNumber=number,
+                Body=bytes(self.buffer),
+            )
+        self.parts.append({"ETag": response["ETag"], "PartNumber": number})
+        self.buffer.clear()
+
+    def close(self) -> None:
+        s3 = clients.s3()
+        if self.upload_id is None:
+            with transient_errors("S3 PutObject"):
+                s3.put_object(
+                    Bucket=self.bucket,
+                    Key=self.key,
+                    Body=bytes(self.buffer),
+                    ContentType=self.content_type,
+                )
+            self.buffer.clear()
+            return
+        if self.buffer:
+            self._flush()
+        with transient_errors("S3 CompleteMultipartUpload"):
+            s3.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=self.key,
+                UploadId=self.upload_id,
+                MultipartUpload={"Parts": self.parts},
+            )
+
+    def abort(self) -> None:
+        if self.upload_id is not None:
+            clients.s3().abort_multipart_upload(
+                Bucket=self.bucket, Key=self.key, UploadId=self.upload_id
+            )
+            self.upload_id = None
+        self.buffer.clear()
+
+
+def put_json(bucket: str, key: str, data: Any) -> None:
+    with transient_errors("S3 PutObject"):
+        clients.s3().put_object(
+            Bucket=bucket,
+            Key=key,
+            Body=json.dumps(data, indent=2, default=str).encode(),
+            ContentType="application/json",
+        )

@@ -1,0 +1,127 @@
+"""End to end: the real local system (moto server from template.yaml, uvicorn, pollers)."""
+
+import subprocess
+import sys
+import time
+from typing import Any
+
+import pytest
+import requests
+
+from tests.e2e.conftest import LocalSystem
+from tests.support import ROOT, SENDER
+
+pytestmark = pytest.mark.e2e
+
+TASK_TIMEOUT = 45.0
+
+
+def wait_for_final_state(system: LocalSystem, status_url: str) -> dict[str, Any]:
+    deadline = time.monotonic() + TASK_TIMEOUT
+    seen: list[str] = []
+    while time.monotonic() < deadline:
+        response = requests.get(status_url, timeout=5)
+        assert response.status_code == 200, response.text
+        task: dict[str, Any] = response.json()
+        if not seen or seen[-1] != task["state"]:
+            seen.append(task["state"])
+        if task["state"] in {"succeeded", "failed", "dead"}:
+            return task
+        time.sleep(0.2)
+    pytest.fail(f"task still {seen} after {TASK_TIMEOUT} s:\n{system.output()}")
+
+
+def sent_emails(system: LocalSystem) -> list[dict[str, Any]]:
+    data = requests.get(f"{system.moto_url}/moto-api/data.json", timeout=5).json()
+    messages: list[dict[str, Any]] = data.get("ses", {}).get("Message", [])
+    return messages
+
+
+def local_url(system: LocalSystem, status_url: str) -> str:
+    """The status URL the API returned, which must point at the API itself."""
+    assert status_url.startswith(system.api_url + "/tasks/"), status_url
+    return status_url
+
+
+def test_post_emails_is_sent_by_the_worker(local_system: LocalSystem) -> None:
+    # Given the running system, when a client posts an email
+    response = requests.post(
+        f"{local_system.api_url}/emails",
+        json={"to": "e2e-ann@example.com", "subject": "E2E hello", "text": "Sent end to end"},
+        timeout=10,
+    )
+
+    # Then it is accepted, queued, and the EmailWorker sends it
+    assert response.status_code == 202, response.text
+    accepted = response.json()
+    assert accepted["state"] == "queued"
+    task = wait_for_final_state(local_system, local_url(local_system, accepted["status_url"]))
+    assert task["state"] == "succeeded", task
+    assert task["kind"] == "send_email"
+    assert task["attempts"] == 1
+    # And the email is in the embedded SES, from the configured sender
+    [email] = [m for m in sent_emails(local_system) if m["subject"] == "E2E hello"]
+    assert email["source"] == SENDER
+    assert email["destinations"]["ToAddresses"] == ["e2e-ann@example.com"]
+    assert "Sent end to end" in email["body"]
+    # And `python -m local emails` lists it
+    listing = subprocess.run(
+        [sys.executable, "-m", "local", "emails", "--moto-url", local_system.moto_url],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    assert "To: e2e-ann@example.com" in listing
+    assert "Subject: E2E hello" in listing
+
+
+def test_send_notification_runs_write_log(local_system: LocalSystem) -> None:
+    response = requests.post(
+        f"{local_system.api_url}/send-notification/e2e-bob@example.com", timeout=10
+    )
+
+    assert response.status_code == 202, response.text
+    task = wait_for_final_state(
+        local_system, local_url(local_system, response.json()["status_url"])
+    )
+    assert task["state"] == "succeeded", task
+    assert task["kind"] == "write_log"
+
+
+def test_email_with_defaults_is_sent(local_system: LocalSystem) -> None:
+    response = requests.post(f"{local_system.api_url}/email/e2e-carol@example.com", timeout=10)
+
+    assert response.status_code == 202, response.text
+    task = wait_for_final_state(
+        local_system, local_url(local_system, response.json()["status_url"])
+    )
+    assert task["state"] == "succeeded", task
+    assert any(
+        m["destinations"]["ToAddresses"] == ["e2e-carol@example.com"]
+        for m in sent_emails(local_system)
+    )
+
+
+def test_invalid_email_is_422_and_nothing_is_sent(local_system: LocalSystem) -> None:
+    before = len(sent_emails(local_system))
+
+    response = requests.post(
+        f"{local_system.api_url}/emails",
+        json={"to": "not-an-address", "subject": "Never", "text": "x"},
+        timeout=10,
+    )
+
+    assert response.status_code == 422
+    assert ["body", "to"] in [e["loc"] for e in response.json()["detail"]]
+    time.sleep(1.5)  # a poller would have picked up a message by now
+    assert len(sent_emails(local_system)) == before
+
+
+def test_unknown_task_is_404(local_system: LocalSystem) -> None:
+    response = requests.get(
+        f"{local_system.api_url}/tasks/00000000-0000-4000-8000-000000000000", timeout=10
+    )
+
+    assert response.status_code == 404

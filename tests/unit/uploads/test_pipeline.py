@@ -1,0 +1,295 @@
+"""Cleaning and aggregation through the pipeline's entry point, on tricky files."""
+
+import csv
+import gzip
+import io
+from typing import Any
+
+import pytest
+
+from offload.uploads.errors import (
+    EmptyUploadError,
+    InvalidUploadError,
+    NotTextError,
+    UploadTooLargeError,
+)
+from offload.uploads.pipeline import Limits, process
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.chunks.append(data)
+
+    @property
+    def text(self) -> str:
+        return b"".join(self.chunks).decode("utf-8")
+
+    @property
+    def rows(self) -> list[list[str]]:
+        return list(csv.reader(io.StringIO(self.text, newline="")))
+
+
+def run(
+    data: bytes, filename: str = "data.csv", content_type: str | None = None, **limits: Any
+) -> tuple[dict[str, Any], Sink]:
+    sink = Sink()
+    summary = process(
+        io.BytesIO(data),
+        sink,
+        filename=filename,
+        content_type=content_type,
+        limits=Limits(**limits),
+    )
+    return summary, sink
+
+
+def column(summary: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(c for c in summary["columns"] if c["name"] == name)
+
+
+def test_utf8_bom_and_crlf_are_handled() -> None:
+    # Given an Excel-style export: a UTF-8 BOM and CRLF line ends
+    data = "\ufeffName,Amount\r\nZoë,1.5\r\nÅsa,2\r\n".encode()
+    # When it is processed
+    summary, sink = run(data)
+    # Then the BOM is gone from the header, and the output is plain UTF-8 with LF
+    assert sink.rows == [["name", "amount"], ["Zoë", "1.5"], ["Åsa", "2"]]
+    assert "\r" not in sink.text
+    assert summary["source"]["encoding"] == "utf-8-sig"
+    assert summary["source"]["bom"] is True
+    assert column(summary, "amount") == {
+        "name": "amount",
+        "source_name": "Amount",
+        "type": "float",
+        "count": 2,
+        "empty": 0,
+        "min": 1.5,
+        "max": 2.0,
+        "sum": 3.5,
+        "mean": 1.75,
+    }
+
+
+def test_quoted_newlines_delimiters_and_quotes_survive() -> None:
+    data = b'id,note\n1,"line one\nline two"\n2,"has, comma and ""quotes"""\n3,plain\n'
+    summary, sink = run(data)
+    assert sink.rows == [
+        ["id", "note"],
+        ["1", "line one\nline two"],
+        ["2", 'has, comma and "quotes"'],
+        ["3", "plain"],
+    ]
+    assert summary["rows"]["written"] == 3
+
+
+def test_ragged_rows_are_counted_with_their_line_numbers() -> None:
+    # Given rows with too few and too many cells (line 3 spans two lines inside quotes)
+    data = (
+        b"a,b,c\n"
+        b"1,2,3\n"
+        b'"x\ny",2\n'  # lines 3-4: short → padded
+        b"4,5,6,\n"  # line 5: an empty extra cell → trimmed
+        b"7,8,9,10\n"  # line 6: data in the extra cell → dropped
+        b"11,12,13\n"
+    )
+    summary, sink = run(data)
+    assert sink.rows == [
+        ["a", "b", "c"],
+        ["1", "2", "3"],
+        ["x\ny", "2", ""],
+        ["4", "5", "6"],
+        ["11", "12", "13"],
+    ]
+    ragged = summary["rows"]["ragged"]
+    assert ragged["count"] == 3
+    assert (ragged["padded"], ragged["trimmed"], ragged["dropped"]) == (1, 1, 1)
+    assert ragged["rows"] == [
+        {"line": 3, "fields": 2, "expected": 3, "action": "padded"},
+        {"line": 5, "fields": 4, "expected": 3, "action": "trimmed"},
+        {"line": 6, "fields": 4, "expected": 3, "action": "dropped"},
+    ]
+
+
+def test_blank_rows_and_exact_duplicates_are_dropped_after_trimming() -> None:
+    data = b"\n\n id , name \n1,ann\n\n , \n 1 ,  ann \n2,bob\n1,ann\n2,Bob\n"
+    summary, sink = run(data)
+    assert sink.rows == [["id", "name"], ["1", "ann"], ["2", "bob"], ["2", "Bob"]]
+    rows = summary["rows"]
+    assert (rows["read"], rows["written"], rows["blank"], rows["duplicate"]) == (7, 3, 2, 2)
+    assert rows["duplicate_check"]["complete"] is True
+
+
+def test_duplicate_tracking_is_capped_and_says_so() -> None:
+    data = b"n\n" + b"".join(f"{i}\n".encode() for i in range(10)) + b"0\n9\n"
+    summary, sink = run(data, max_tracked_rows=5)
+    rows = summary["rows"]
+    # The first five rows are remembered: "0" is caught again, "9" is not.
+    assert rows["duplicate"] == 1
+    assert rows["written"] == 11
+    assert rows["duplicate_check"] == {
+        "complete": False,
+        "tracked_rows": 5,
+        "max_tracked_rows": 5,
+    }
+
+
+def test_headers_are_normalised_and_made_unique() -> None:
+    summary, sink = run(" Order ID,order-id,,E-Mail Address ,Prénom\n1,2,3,4,5\n".encode())
+    assert sink.rows[0] == ["order_id", "order_id_2", "column_3", "e_mail_address", "prénom"]
+    assert column(summary, "e_mail_address")["source_name"] == "E-Mail Address"
+
+
+def test_types_and_aggregates_per_column() -> None:
+    data = (
+        b"int,float,bool,date,text,mixed,blank\n"
+        b"1,1.5,true,2024-01-31,a,1,\n"
+        b"-3,2,No,2023-12-01,b,x,\n"
+        b"10,,yes,2024-02-29,,2,\n"
+    )
+    summary, _ = run(data)
+    assert column(summary, "int") | {} == {
+        "name": "int",
+        "source_name": "int",
+        "type": "integer",
+        "count": 3,
+        "empty": 0,
+        "min": -3,
+        "max": 10,
+        "sum": 8,
+        "mean": 8 / 3,
+    }
+    assert column(summary, "float")["type"] == "float"
+    assert (column(summary, "float")["count"], column(summary, "float")["empty"]) == (2, 1)
+    assert column(summary, "float")["sum"] == 3.5
+    assert column(summary, "bool") | {} == {
+        "name": "bool",
+        "source_name": "bool",
+        "type": "boolean",
+        "count": 3,
+        "empty": 0,
+        "true": 2,
+        "false": 1,
+    }
+    assert column(summary, "date")["type"] == "date"
+    assert (column(summary, "date")["min"], column(summary, "date")["max"]) == (
+        "2023-12-01",
+        "2024-02-29",
+    )
+    assert column(summary, "text")["type"] == "string"
+    assert column(summary, "mixed")["type"] == "string"
+    assert "sum" not in column(summary, "mixed")
+    assert column(summary, "blank") == {
+        "name": "blank",
+        "source_name": "blank",
+        "type": "empty",
+        "count": 0,
+        "empty": 3,
+    }
+
+
+def test_a_column_widens_from_integer_to_float_across_batches() -> None:
+    rows = [f"{i}\n" for i in range(5000)] + ["0.5\n"]
+    summary, _ = run(("x\n" + "".join(rows)).encode())
+    x = column(summary, "x")
+    assert x["type"] == "float"
+    assert x["sum"] == sum(range(5000)) + 0.5
+    assert (x["min"], x["max"]) == (0, 4999)
+
+
+def test_nan_and_infinity_are_not_numbers() -> None:
+    summary, _ = run(b"v\n1\nnan\ninf\n")
+    assert column(summary, "v")["type"] == "string"
+
+
+def test_latin1_without_bom_is_detected() -> None:
+    text = "nom,ville\nRené,Besançon\nJosé,Göteborg\nFrançois,Orléans\n" * 20
+    summary, sink = run(text.encode("cp1252"))
+    assert sink.rows[1] == ["René", "Besançon"]
+    assert summary["source"]["encoding"] != "utf-8"
+
+
+def test_declared_charset_is_used_when_the_bytes_are_not_utf8() -> None:
+    data = "name\nŁódź\nKraków\n".encode("cp1250")
+    summary, sink = run(data, content_type="text/csv; charset=windows-1250")
+    assert sink.rows[1:] == [["Łódź"], ["Kraków"]]
+    assert summary["source"]["encoding"] == "cp1250"
+
+
+def test_bytes_that_do_not_decode_later_on_are_replaced_and_counted() -> None:
+    # Given a file that is UTF-8 at the start and has one stray latin-1 byte deep inside
+    head = b"name\n" + b"plain ascii row\n" * 10_000
+    summary, sink = run(head + b"caf\xe9\n")
+    assert sink.rows[-1] == ["caf\ufffd"]
+    assert summary["source"]["undecodable_bytes"] == 1
+
+
+def test_utf16_with_bom() -> None:
+    summary, sink = run("a\tb\n1\t2\n".encode("utf-16"), filename="x.tsv")
+    assert sink.rows == [["a", "b"], ["1", "2"]]
+    assert summary["source"]["delimiter"] == "\t"
+
+
+def test_tsv_by_extension_and_semicolons_by_sniffing() -> None:
+    _, tsv = run(b"a\tb\n1,5\t2\n", filename="data.tsv")
+    assert tsv.rows == [["a", "b"], ["1,5", "2"]]
+    summary, semi = run(b"a;b;c\n1;2;3\n", filename="data.csv")
+    assert semi.rows == [["a", "b", "c"], ["1", "2", "3"]]
+    assert summary["source"]["delimiter"] == ";"
+
+
+def test_gzip_is_decompressed_while_streaming() -> None:
+    raw = b"k,v\n" + b"".join(f"{i},{i * 2}\n".encode() for i in range(20_000))
+    summary, sink = run(gzip.compress(raw), filename="data.csv.gz")
+    assert summary["source"]["compressed"] is True
+    assert summary["source"]["decompressed_bytes"] == len(raw)
+    assert summary["rows"]["written"] == 20_000
+    assert column(summary, "v")["sum"] == sum(i * 2 for i in range(20_000))
+
+
+@pytest.mark.parametrize(
+    ("data", "error", "reason"),
+    [
+        (b"", EmptyUploadError, "empty"),
+        (b"\n \r\n\t\n", EmptyUploadError, "blank"),
+        (gzip.compress(b""), EmptyUploadError, "empty once decompressed"),
+        (b"PK\x03\x04" + b"\x00" * 100, NotTextError, "ZIP archive"),
+        (b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4, NotTextError, "PNG"),
+        (bytes(range(256)) * 64, NotTextError, "not text"),
+        (b"\x1f\x8b\x08\x00garbage-not-deflate" * 10, NotTextError, "gzip"),
+    ],
+)
+def test_files_that_can_never_succeed(data: bytes, error: type[Exception], reason: str) -> None:
+    with pytest.raises(error, match=reason):
+        run(data)
+
+
+def test_truncated_gzip_is_not_text() -> None:
+    data = gzip.compress(b"a,b\n" + b"1,2\n" * 100_000)
+    with pytest.raises(NotTextError, match="gzip"):
+        run(data[: len(data) // 2])
+
+
+def test_over_the_size_limit_while_streaming() -> None:
+    with pytest.raises(UploadTooLargeError, match="more than 100000 bytes"):
+        run(b"a\n" + b"1\n" * 100_000, max_bytes=100_000)
+
+
+def test_gzip_bomb_is_stopped_by_the_expanded_limit() -> None:
+    data = gzip.compress(b"a\n" + b"1\n" * 1_000_000)
+    with pytest.raises(UploadTooLargeError, match="expands to more than"):
+        run(data, max_bytes=len(data), max_expanded_bytes=500_000)
+
+
+def test_unclosed_quote_fails_clearly_instead_of_reading_everything() -> None:
+    data = b'a,b\n1,"never closed\n' + b"x" * 2_000_000 + b"\n"
+    with pytest.raises(InvalidUploadError, match="unclosed quote"):
+        run(data)
+
+
+def test_header_only_file_succeeds_with_no_rows() -> None:
+    summary, sink = run(b"a,b\n")
+    assert sink.rows == [["a", "b"]]
+    assert summary["rows"]["written"] == 0
