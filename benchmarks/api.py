@@ -10,6 +10,7 @@ are noisy.
 """
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -167,6 +168,9 @@ def _seed_system(logs: Path) -> Iterator[str]:
 def _offload_system(logs: Path) -> Iterator[str]:
     """moto's server provisioned from template.yaml, the API under uvicorn, TaskWorker pollers."""
     from local.stack import provision
+
+    # The SAM translator warns about its own unpublished usage metrics when they are collected.
+    logging.getLogger("samtranslator.metrics").setLevel(logging.ERROR)
 
     with moto_server(logs / "moto.log") as moto_url, _environ(BENCH_ENV):
         stack = provision(moto_url, ROOT / "template.yaml", {"Stage": "dev"})

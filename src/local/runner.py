@@ -258,6 +258,7 @@ def run(options: Options) -> None:
          -d '{{"to": "you@example.com", "subject": "Hi", "text": "Sent by a worker"}}'
     curl {api}/tasks/<task_id>
     make emails        # what the embedded SES has sent
+    make upload FILE=data.csv   # presigned POST to S3 → UploadWorker → summary
 
   Press Ctrl-C to stop.
 """,

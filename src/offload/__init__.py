@@ -1,9 +1,9 @@
 """Offload: durable background tasks for FastAPI on AWS serverless.
 
-    from offload import task
+from offload import task
 
-    @task
-    def write_log(message: str) -> None: ...
+@task
+def write_log(message: str) -> None: ...
 """
 
 from offload.registry import task

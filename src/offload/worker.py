@@ -188,8 +188,10 @@ def _run(record: SQSRecord, queue: QueueName, message: TaskMessage, attempt: int
     settings = get_settings()
     started = time.perf_counter()
     try:
-        # A copy of a finished task (succeeded or dead) is a duplicate delivery: drop it.
-        if not tasks_table.transition(
+        # A copy of a finished task (succeeded or dead) is a duplicate delivery: drop it. The
+        # read is a cheap fast path; the conditional write settles races.
+        status = tasks_table.get(message.task_id)
+        if (status is not None and status.state.is_final) or not tasks_table.transition(
             message.task_id, message.kind, TaskState.RUNNING, attempts=attempt
         ):
             logger.info("task already finished; duplicate delivery skipped")

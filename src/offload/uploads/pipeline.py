@@ -86,7 +86,7 @@ def process(
         cleaner = csvclean.Cleaner(chain(head, lines), source.delimiter, limits.max_tracked_rows)
         header = cleaner.read_header()
         table = TableSummary(header, cleaner.source_header)
-        header_line = csvclean.encode_rows([[name] for name in header])[0]
+        header_line = csvclean.encode_rows([csvclean.trim_column([name]) for name in header])[0]
         sink.write(f"{header_line}\n".encode())
         with _gc_paused():
             for columns, rows in cleaner.batches():

@@ -7,7 +7,7 @@ columns get min and max. Empty cells are counted apart and never change the type
 """
 
 import math
-import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,11 +21,9 @@ EMPTY, INTEGER, FLOAT, BOOLEAN, DATE, STRING = (
 )
 _TRUE = {"true", "yes"}
 _BOOLEANS = _TRUE | {"false", "no"}
-_DATE = r"\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])"
-_DATES = re.compile(rf"{_DATE}(?:\x00{_DATE})*")
 
 
-def _parse(kind: type[int] | type[float], values: list[str]) -> tuple[list[Any], Any] | None:
+def _parse(kind: type[int] | type[float], values: Sequence[str]) -> tuple[list[Any], Any] | None:
     """The values as numbers and their sum, or None if one is not a (finite) number."""
     try:
         numbers = list(map(kind, values))
@@ -37,8 +35,26 @@ def _parse(kind: type[int] | type[float], values: list[str]) -> tuple[list[Any],
     return numbers, total
 
 
-def _all_dates(values: list[str]) -> bool:
-    return _DATES.fullmatch("\x00".join(values)) is not None
+def _has_empty(cells: Sequence[str], joined: str) -> bool:
+    """Whether any cell is "", from scans of the joined cells (exact unless a cell holds NUL)."""
+    if len(cells) <= 1 or joined.count("\x00") != len(cells) - 1:
+        return "" in cells
+    return joined[0] == "\x00" or joined[-1] == "\x00" or "\x00\x00" in joined
+
+
+def _all_dates(values: Sequence[str], joined: str) -> bool:
+    """Every value is YYYY-MM-DD with a plausible month and day, checked by string slicing."""
+    n = len(values)
+    if len(joined) != 11 * n - 1 or joined[4::11] != "-" * n or joined[7::11] != "-" * n:
+        return False
+    if joined[10::11] != "\x00" * (n - 1):
+        return False
+    digits = joined.replace("-", "").replace("\x00", "")
+    if not (digits.isascii() and digits.isdigit()):
+        return False
+    months = {a + b for a, b in set(zip(joined[5::11], joined[6::11], strict=True))}
+    days = {a + b for a, b in set(zip(joined[8::11], joined[9::11], strict=True))}
+    return all("01" <= m <= "12" for m in months) and all("01" <= d <= "31" for d in days)
 
 
 @dataclass
@@ -53,15 +69,21 @@ class ColumnSummary:
     maximum: Any = None
     true_count: int = 0
 
-    def update(self, cells: list[str]) -> None:
-        empty = cells.count("")
+    def update(self, cells: Sequence[str], joined: str | None = None) -> None:
+        """Add a batch of cells; `joined` is "\\x00".join(cells) if the caller has it."""
+        if joined is None:
+            joined = "\x00".join(cells)
+        empty = cells.count("") if _has_empty(cells, joined) else 0
         self.empty += empty
         self.count += len(cells) - empty
         if self.kind == STRING or empty == len(cells):
             return
-        self._infer(list(filter(None, cells)) if empty else cells)
+        if empty:
+            cells = list(filter(None, cells))
+            joined = "\x00".join(cells)
+        self._infer(cells, joined)
 
-    def _infer(self, values: list[str]) -> None:
+    def _infer(self, values: Sequence[str], joined: str) -> None:
         kind = self.kind
         if kind in (EMPTY, INTEGER):
             parsed = _parse(int, values)
@@ -80,7 +102,7 @@ class ColumnSummary:
                 self.kind = BOOLEAN
                 self.true_count += sum(values.count(v) for v in distinct if v.lower() in _TRUE)
                 return
-        if kind in (EMPTY, DATE) and _all_dates(values):
+        if kind in (EMPTY, DATE) and _all_dates(values, joined):
             self.kind = DATE
             low, high = min(values), max(values)
             self.minimum = low if self.minimum is None else min(self.minimum, low)
@@ -124,9 +146,10 @@ class TableSummary:
             ColumnSummary(name, source) for name, source in zip(names, source_names, strict=True)
         ]
 
-    def update(self, columns: list[list[str]]) -> None:
-        for summary, cells in zip(self.columns, columns, strict=True):
-            summary.update(cells)
+    def update(self, columns: Sequence[tuple[Sequence[str], str]]) -> None:
+        """Add a batch of columns, each (cells, the cells joined by NUL)."""
+        for summary, (cells, joined) in zip(self.columns, columns, strict=True):
+            summary.update(cells, joined)
 
     def as_list(self) -> list[dict[str, Any]]:
         return [column.as_dict() for column in self.columns]

@@ -124,7 +124,7 @@ def test_blank_rows_and_exact_duplicates_are_dropped_after_trimming() -> None:
 
 def test_duplicate_tracking_is_capped_and_says_so() -> None:
     data = b"n\n" + b"".join(f"{i}\n".encode() for i in range(10)) + b"0\n9\n"
-    summary, sink = run(data, max_tracked_rows=5)
+    summary, _ = run(data, max_tracked_rows=5)
     rows = summary["rows"]
     # The first five rows are remembered: "0" is caught again, "9" is not.
     assert rows["duplicate"] == 1
@@ -242,7 +242,7 @@ def test_tsv_by_extension_and_semicolons_by_sniffing() -> None:
 
 def test_gzip_is_decompressed_while_streaming() -> None:
     raw = b"k,v\n" + b"".join(f"{i},{i * 2}\n".encode() for i in range(20_000))
-    summary, sink = run(gzip.compress(raw), filename="data.csv.gz")
+    summary, _ = run(gzip.compress(raw), filename="data.csv.gz")
     assert summary["source"]["compressed"] is True
     assert summary["source"]["decompressed_bytes"] == len(raw)
     assert summary["rows"]["written"] == 20_000

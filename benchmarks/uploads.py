@@ -1,0 +1,282 @@
+"""Upload processing (issue 3): throughput against a plain csv.reader pass, and peak memory.
+
+1. Throughput on a generated 200 MB CSV read from a local file: the full pipeline (decode,
+   clean, dedupe, summarise, re-encode; output discarded) against one plain `csv.reader` pass
+   over the same bytes, in the same run. Target: at least 0.5x the baseline's MB/s.
+2. Peak RSS of the worker's real path (S3 GetObject stream → pipeline → multipart upload to
+   results/) on a 100 MB and a 1 GB generated CSV in moto's S3 (moto in its own process). Each
+   measurement runs in a fresh subprocess and reads its own ru_maxrss. Target: < 256 MB, and
+   flat between the two sizes.
+
+`python -m benchmarks.uploads [--quick]` prints the rows; `run()` returns them for `make bench`.
+"""
+
+import csv
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from benchmarks._common import ROOT, child_env, moto_server
+
+Row = dict[str, Any]
+MB = 1_000_000
+THROUGHPUT_BYTES = 200 * MB
+RSS_SIZES = (100 * MB, 1_000 * MB)
+RSS_TARGET_MB = 256
+HEADER = "id,customer,email,amount,quantity,ordered_on,paid,note\n"
+NAMES = ["ann", "bob", "carla", "dmitri", "eve", "fatima", "gus", "hiro", "ines", "jon"]
+
+
+def generate_lines(size: int, seed: int = 7) -> Iterator[str]:
+    """Realistic, unique CSV lines totalling about `size` bytes (header first)."""
+    rnd = random.Random(seed)
+    yield HEADER
+    total = len(HEADER)
+    i = 0
+    while total < size:
+        i += 1
+        name = NAMES[i % 10]
+        line = (
+            f"{i},{name} {i % 997},{name}.{i}@example.com,{rnd.random() * 1000:.2f},"
+            f"{i % 50 + 1},2024-{i % 12 + 1:02d}-{i % 28 + 1:02d},{'true' if i % 3 else 'false'},"
+            f'"note {i % 13}, with a comma"\n'
+        )
+        total += len(line)
+        yield line
+
+
+def write_csv(path: Path, size: int) -> None:
+    with path.open("w", newline="", encoding="utf-8") as out:
+        batch: list[str] = []
+        for line in generate_lines(size):
+            batch.append(line)
+            if len(batch) >= 10_000:
+                out.write("".join(batch))
+                batch.clear()
+        out.write("".join(batch))
+
+
+class _Discard:
+    def __init__(self) -> None:
+        self.bytes = 0
+
+    def write(self, data: bytes) -> None:
+        self.bytes += len(data)
+
+
+def _baseline_pass(path: Path) -> float:
+    started = time.perf_counter()
+    with path.open(newline="", encoding="utf-8") as source:
+        for _row in csv.reader(source):
+            pass
+    return time.perf_counter() - started
+
+
+def _pipeline_pass(path: Path) -> float:
+    from offload.uploads.pipeline import Limits, process
+
+    started = time.perf_counter()
+    with path.open("rb") as source:
+        process(source, _Discard(), filename=path.name, limits=Limits(max_tracked_rows=10**7))
+    return time.perf_counter() - started
+
+
+def throughput(size: int = THROUGHPUT_BYTES, rounds: int = 3) -> list[Row]:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "bench.csv"
+        write_csv(path, size)
+        actual = path.stat().st_size
+        baseline, subject = [], []
+        for _ in range(rounds):  # interleaved, so both see the same machine load
+            baseline.append(_baseline_pass(path))
+            subject.append(_pipeline_pass(path))
+    base_rate = actual / min(baseline) / MB
+    rate = actual / min(subject) / MB
+    ratio = rate / base_rate
+    return [
+        {
+            "figure": f"upload processing throughput, {actual / MB:.0f} MB CSV from a local file",
+            "value": round(rate, 1),
+            "baseline": round(base_rate, 1),
+            "ratio": ratio,
+            "target": "≥ 0.5x (vs one plain csv.reader pass)",
+            "unit": "MB/s",
+            "passed": ratio >= 0.5,
+            "note": f"best of {rounds}; pipeline decodes, cleans, dedupes, summarises, re-encodes",
+        }
+    ]
+
+
+def _client(service: str, endpoint: str) -> Any:
+    import boto3
+
+    return boto3.client(
+        service,
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="bench",
+        aws_secret_access_key="bench",  # moto accepts any credentials
+    )
+
+
+def _put_generated(endpoint: str, bucket: str, key: str, size: int) -> int:
+    """Create the object in moto with a multipart upload of generated parts (never all in RAM)."""
+    s3 = _client("s3", endpoint)
+    upload = s3.create_multipart_upload(Bucket=bucket, Key=key, ContentType="text/csv")
+    parts, buffer, number, total = [], bytearray(), 1, 0
+    part_bytes = 16 * 1024 * 1024
+
+    def flush() -> None:
+        nonlocal number
+        etag = s3.upload_part(
+            Bucket=bucket,
+            Key=key,
+            UploadId=upload["UploadId"],
+            PartNumber=number,
+            Body=bytes(buffer),
+        )["ETag"]
+        parts.append({"ETag": etag, "PartNumber": number})
+        number += 1
+        buffer.clear()
+
+    for line in generate_lines(size, seed=size):
+        buffer += line.encode()
+        total += len(line)
+        if len(buffer) >= part_bytes:
+            flush()
+    if buffer:
+        flush()
+    s3.complete_multipart_upload(
+        Bucket=bucket, Key=key, UploadId=upload["UploadId"], MultipartUpload={"Parts": parts}
+    )
+    return total
+
+
+def _measure_child(spec: str) -> None:
+    """(child process) Run the worker's path on one object; print peak RSS as JSON."""
+    args = json.loads(spec)
+    idle = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    from uuid import UUID
+
+    from offload.aws import tasks_table
+    from offload.uploads.models import UPLOAD_KIND
+    from offload.uploads.service import ObjectCreated, process_object
+
+    tasks_table.create(UUID(args["upload_id"]), UPLOAD_KIND)
+    imported = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    result = process_object(ObjectCreated(args["bucket"], args["key"], None, "ObjectCreated:Post"))
+    elapsed = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(
+        json.dumps(
+            {
+                "idle_kb": idle,
+                "imported_kb": imported,
+                "peak_kb": peak,
+                "seconds": elapsed,
+                "written": (result or {}).get("rows", {}).get("written"),
+            }
+        )
+    )
+
+
+def peak_rss(sizes: tuple[int, ...] = RSS_SIZES) -> list[Row]:
+    measured: dict[int, dict[str, Any]] = {}
+    with moto_server() as endpoint:
+        env = child_env(AWS_ENDPOINT_URL=endpoint)
+        s3 = _client("s3", endpoint)
+        dynamodb = _client("dynamodb", endpoint)
+        bucket = "offload-bench-uploads"
+        s3.create_bucket(Bucket=bucket)
+        dynamodb.create_table(
+            TableName="bench-tasks",
+            AttributeDefinitions=[{"AttributeName": "task_id", "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": "task_id", "KeyType": "HASH"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        env.update(
+            OFFLOAD_TASKS_TABLE="bench-tasks",
+            OFFLOAD_UPLOAD_BUCKET=bucket,
+            OFFLOAD_UPLOAD_MAX_BYTES=str(2 * 1024**3),
+        )
+        for index, size in enumerate(sizes):
+            upload_id = f"00000000-0000-4000-8000-{index:012d}"
+            key = f"uploads/{upload_id}/bench-{size // MB}MB.csv"
+            actual = _put_generated(endpoint, bucket, key, size)
+            spec = json.dumps({"bucket": bucket, "key": key, "upload_id": upload_id})
+            child = subprocess.run(
+                [sys.executable, "-m", "benchmarks.uploads", "--measure", spec],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=1800,
+                check=True,
+            )
+            measured[size] = json.loads(child.stdout.strip().splitlines()[-1]) | {"bytes": actual}
+            s3.delete_object(Bucket=bucket, Key=key)
+    rows: list[Row] = []
+    small, large = (measured[s] for s in sizes[:2])
+    small_mb, large_mb = small["peak_kb"] / 1024, large["peak_kb"] / 1024
+    for data in measured.values():
+        peak_mb = data["peak_kb"] / 1024
+        imported_mb = data["imported_kb"] / 1024
+        rows.append(
+            {
+                "figure": f"upload worker peak RSS, {data['bytes'] / MB:,.0f} MB CSV from moto S3",
+                "value": round(peak_mb, 1),
+                "baseline": round(imported_mb, 1),
+                "ratio": peak_mb / imported_mb,
+                "target": f"< {RSS_TARGET_MB} MB",
+                "unit": "MB",
+                "passed": peak_mb < RSS_TARGET_MB,
+                "note": (
+                    f"baseline: the same process before processing; "
+                    f"{data['bytes'] / MB / data['seconds']:.0f} MB/s, {data['written']:,} rows"
+                ),
+            }
+        )
+    rows.append(
+        {
+            "figure": "upload worker peak RSS, 1 GB against 100 MB",
+            "value": round(large_mb, 1),
+            "baseline": round(small_mb, 1),
+            "ratio": large_mb / small_mb,
+            "target": "flat (≤ 1.25x)",
+            "unit": "MB",
+            "passed": large_mb / small_mb <= 1.25,
+            "note": "duplicate tracking is capped (OFFLOAD_UPLOAD_MAX_TRACKED_ROWS)",
+        }
+    )
+    return rows
+
+
+def run() -> list[Row]:
+    quick = os.getenv("OFFLOAD_BENCH_QUICK") == "1"
+    if quick:
+        return throughput(20 * MB, rounds=2) + peak_rss((10 * MB, 100 * MB))
+    return throughput() + peak_rss()
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["--measure"]:
+        _measure_child(argv[1])
+        return 0
+    if argv[:1] == ["--quick"]:
+        os.environ["OFFLOAD_BENCH_QUICK"] = "1"
+    for row in run():
+        print(json.dumps(row, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
