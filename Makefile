@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements/dev.lock pyproject.toml | s
 export POWERTOOLS_TRACE_DISABLED ?= true
 export POWERTOOLS_DEV ?= false
 
-.PHONY: help setup run test unit integration e2e lint tools bench emails upload lock build deploy clean
+.PHONY: help setup run test unit integration e2e lint tools bench emails upload dlq lock build deploy clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -25,6 +25,13 @@ setup: $(STAMP) ## Create .venv with the locked dependencies
 
 run: setup ## Run the whole system locally: moto, the API on :8000, and the workers
 	$(BIN)/python -m local run $(ARGS)
+
+# The local system by default; for AWS: make dlq ARGS="list --stack offload-prod" DLQ_ENDPOINT=
+DLQ_ENDPOINT ?= http://127.0.0.1:4566
+ARGS ?= list
+dlq: setup ## DLQ tools: make dlq ARGS="list|redrive|purge --yes [--queue email]"
+	$(if $(DLQ_ENDPOINT),AWS_ENDPOINT_URL=$(DLQ_ENDPOINT) AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_DEFAULT_REGION=us-east-1) \
+		$(BIN)/python -m offload.dlq --stack $${OFFLOAD_STACK:-offload-local} $(ARGS)
 
 emails: setup ## List the emails the local system's SES has sent
 	$(BIN)/python -m local emails

@@ -220,8 +220,10 @@ def peak_rss(sizes: tuple[int, ...] = RSS_SIZES) -> list[Row]:
                 capture_output=True,
                 text=True,
                 timeout=1800,
-                check=True,
+                check=False,
             )
+            if child.returncode != 0:
+                raise RuntimeError(f"measuring {key} failed:\n{child.stderr[-3000:]}")
             measured[size] = json.loads(child.stdout.strip().splitlines()[-1]) | {"bytes": actual}
             s3.delete_object(Bucket=bucket, Key=key)
     rows: list[Row] = []

@@ -8,6 +8,7 @@ from api.routers import emails, health, notifications, tasks, uploads
 from api.security import BodySizeLimit, require_api_token
 from api.stage import ApiGatewayStage
 from offload.errors import EnqueueError
+from offload.fastapi import CorrelationIdHeader
 from offload.registry import InvalidTaskArgumentsError
 
 app = FastAPI(
@@ -18,6 +19,7 @@ app = FastAPI(
     dependencies=[Depends(require_api_token)],
 )
 app.add_middleware(BodySizeLimit)
+app.add_middleware(CorrelationIdHeader)
 app.include_router(health.router)
 app.include_router(notifications.router)
 app.include_router(emails.router)

@@ -68,7 +68,11 @@ def enqueue(calls: Sequence[TaskCall], correlation_id: str | None = None) -> lis
 
     for message in messages:
         reason = refused.get(message.task_id)
-        extra = {"task_id": str(message.task_id), "kind": message.kind}
+        extra = {
+            "task_id": str(message.task_id),
+            "kind": message.kind,
+            "correlation_id": correlation_id,
+        }
         if reason is None:
             logger.info("task queued", extra=extra)
         else:

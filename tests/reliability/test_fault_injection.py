@@ -382,8 +382,11 @@ def test_every_task_runs_once_under_faults(
     try:
         # ... the worker process is SIGKILLed inside an SES call, mid-batch, then restarted
         assert faults.blocked.wait(60), "the worker process never reached a mid-batch SES call"
-        logs = faults.victim_logs
-        kill = {"done_in_batch": logs.succeeded_in_batch(), "at": time.monotonic() - started}
+        victim_logs = faults.victim_logs
+        kill = {
+            "done_in_batch": victim_logs.succeeded_in_batch(),
+            "at": time.monotonic() - started,
+        }
         os.kill(victim.pid, signal.SIGKILL)
         victim.wait(10)
         faults.release.set()
@@ -462,6 +465,8 @@ def test_every_task_runs_once_under_faults(
 
     # The figures
     victim_records = faults.victim_logs.records
+    throttled_share = faults.throttled / max(faults.calls, 1)
+    succeeded, dead = states[TaskState.SUCCEEDED], states[TaskState.DEAD]
     messages_of = Counter(r["message"] for r in logs)
     print_table(
         "Fault injection: 300 tasks of each kind, every message twice",
@@ -475,7 +480,7 @@ def test_every_task_runs_once_under_faults(
             ),
             (
                 "SES calls in-process / throttled",
-                f"{faults.calls} / {faults.throttled} ({faults.throttled / max(faults.calls, 1):.0%})",
+                f"{faults.calls} / {faults.throttled} ({throttled_share:.0%})",
             ),
             ("SES MessageRejected (server)", faults.rejected),
             ("retries scheduled (task failed; will retry)", messages_of["task failed; will retry"]),
@@ -489,7 +494,8 @@ def test_every_task_runs_once_under_faults(
             ),
             (
                 "worker killed (SIGKILL) after N done in its batch",
-                f"N={kill.get('done_in_batch')} at {kill.get('at', 0):.1f}s, rc={kill.get('returncode')}",
+                f"N={kill.get('done_in_batch')} at {kill.get('at', 0):.1f}s, "
+                f"rc={kill.get('returncode')}",
             ),
             ("worker process log lines before the kill", len(victim_records)),
             (
@@ -499,7 +505,7 @@ def test_every_task_runs_once_under_faults(
             ("write_log log events (each once)", sum(log_lines.values())),
             (
                 "states succeeded / dead / other",
-                f"{states[TaskState.SUCCEEDED]} / {states[TaskState.DEAD]} / {sum(states.values()) - states[TaskState.SUCCEEDED] - states[TaskState.DEAD]}",
+                f"{succeeded} / {dead} / {len(final_states) - succeeded - dead}",
             ),
             (
                 "DLQ messages (email / tasks), distinct tasks",

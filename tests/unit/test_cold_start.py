@@ -6,6 +6,8 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from threading import Barrier
 
+from moto import mock_aws
+
 from offload.aws import clients
 
 
@@ -38,15 +40,19 @@ def test_concurrent_first_callers_share_one_client(env: None) -> None:
         start.wait()
         return id(clients.sqs())
 
-    # When they all call clients.sqs()
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        ids = set(pool.map(lambda _: first_use(), range(8)))
-    # Then one client was built and all of them use it
-    assert len(ids) == 1
-    assert id(clients.sqs()) in ids
+    with mock_aws():
+        # When they all call clients.sqs()
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            ids = set(pool.map(lambda _: first_use(), range(8)))
+        # Then one client was built and all of them use it
+        assert len(ids) == 1
+        assert id(clients.sqs()) in ids
+    clients.reset()
 
 
 def test_reset_builds_a_new_client(env: None) -> None:
-    before = clients.sqs()
+    with mock_aws():
+        before = clients.sqs()
+        clients.reset()
+        assert clients.sqs() is not before
     clients.reset()
-    assert clients.sqs() is not before

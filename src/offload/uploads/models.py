@@ -129,8 +129,3 @@ class UploadCreate(BaseModel):
         if value > limit:
             raise ValueError(f"the file is {value} bytes; the limit is {limit} bytes")
         return value
-
-    @property
-    def compressed(self) -> bool:
-        name = self.filename.lower()
-        return name.endswith(tuple(GZIP_SUFFIXES)) or self.content_type in GZIP_TYPES

@@ -293,3 +293,12 @@ def test_header_only_file_succeeds_with_no_rows() -> None:
     summary, sink = run(b"a,b\n")
     assert sink.rows == [["a", "b"]]
     assert summary["rows"]["written"] == 0
+
+
+def test_integer_inference_edge_cases() -> None:
+    # Leading zeros and signs are integers; a quoted "2,3" is not a number; true is not 1.
+    summary, _ = run(b'a,b,c\n007,1,1\n+8,"2,3",true\n-1,4,2\n')
+    a, b, c = (column(summary, n) for n in "abc")
+    assert (a["type"], a["min"], a["max"], a["sum"]) == ("integer", -1, 8, 14)
+    assert b["type"] == "string"
+    assert c["type"] == "string"

@@ -1,0 +1,107 @@
+"""The API's Idempotency-Key: one request, one set of tasks, however often it is retried.
+
+A client that sends `Idempotency-Key: <key>` gets, for 24 h (OFFLOAD_IDEMPOTENCY_TTL_SECONDS):
+- the same task ids for a retry with the same key and the same request (method, path, query
+  and body), with nothing enqueued a second time;
+- a conflict for the same key with a different request, or while the first is still enqueueing.
+
+Task ids are derived from the key (uuid5), so a retry returns the same ids before anything is
+stored; Powertools idempotency records that the request was enqueued, and the fingerprint of
+the request (payload validation) tells a genuine retry from a reused key. Keys are scoped to
+the caller (the JWT subject under API Gateway).
+"""
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+from uuid import UUID, uuid5
+
+from aws_lambda_powertools.utilities.idempotency import (
+    DynamoDBPersistenceLayer,
+    IdempotencyConfig,
+    idempotent_function,
+)
+from aws_lambda_powertools.utilities.idempotency.exceptions import (
+    IdempotencyAlreadyInProgressError,
+    IdempotencyValidationError,
+)
+
+from offload.aws import idempotency
+from offload.enqueue import TaskCall, enqueue
+from offload.errors import TaskError
+from offload.observability import logger
+from offload.settings import get_settings
+
+HEADER = "idempotency-key"
+MAX_KEY_LENGTH = 255
+_NAMESPACE = UUID("6f0f6d1e-8a4b-4c8e-9a57-0ff10ad00001")
+
+
+class IdempotencyConflictError(TaskError):
+    """The key was used for a different request, or its first request is still running."""
+
+
+@dataclass(frozen=True)
+class IdempotentRequest:
+    key: str  # the caller's scope and the header value
+    fingerprint: str  # sha256 of method, path, query and body
+
+    def task_id(self, index: int) -> UUID:
+        """The id of the index-th task of this request: the same on every retry."""
+        return uuid5(_NAMESPACE, f"{self.key}\n{index}")
+
+
+def fingerprint(method: str, path: str, query: str, body: bytes) -> str:
+    digest = hashlib.sha256()
+    for part in (method.upper().encode(), path.encode(), query.encode(), body):
+        digest.update(len(part).to_bytes(8, "big") + part)
+    return digest.hexdigest()
+
+
+@cache
+def _guard(store: DynamoDBPersistenceLayer) -> Callable[..., Any]:
+    config = IdempotencyConfig(
+        event_key_jmespath="key",
+        payload_validation_jmespath="fingerprint",
+        raise_on_no_idempotency_key=True,
+        expires_after_seconds=get_settings().idempotency_ttl_seconds,
+    )
+
+    def enqueue_once(
+        request: dict[str, str], calls: Sequence[TaskCall], correlation_id: str | None
+    ) -> dict[str, Any]:
+        messages = enqueue(calls, correlation_id=correlation_id)
+        return {"task_ids": [str(m.task_id) for m in messages]}
+
+    guarded: Callable[..., Any] = idempotent_function(
+        data_keyword_argument="request",
+        persistence_store=store,
+        config=config,
+        key_prefix="offload-api",
+    )(enqueue_once)
+    return guarded
+
+
+def enqueue_idempotent(
+    request: IdempotentRequest, calls: Sequence[TaskCall], correlation_id: str | None
+) -> None:
+    """Enqueue the calls unless this request was already enqueued under its key."""
+    if not get_settings().idempotency_table:
+        logger.warning("Idempotency-Key ignored: OFFLOAD_IDEMPOTENCY_TABLE is not set")
+        enqueue(calls, correlation_id=correlation_id)
+        return
+    data = {"key": request.key, "fingerprint": request.fingerprint}
+    try:
+        _guard(idempotency.api_persistence_layer())(
+            request=data, calls=calls, correlation_id=correlation_id
+        )
+    except IdempotencyValidationError as exc:
+        raise IdempotencyConflictError(
+            "this Idempotency-Key was already used for a different request"
+        ) from exc
+    except IdempotencyAlreadyInProgressError as exc:
+        raise IdempotencyConflictError(
+            "a request with this Idempotency-Key is still being processed; retry shortly"
+        ) from exc

@@ -1,0 +1,66 @@
+"""The API's Idempotency-Key header and correlation id, over HTTP against moto."""
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.main import app
+from tests.support import AwsStack, task_message
+
+
+@pytest.fixture
+def client(aws: AwsStack) -> Iterator[TestClient]:
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+EMAIL = {"to": "bob@example.com", "subject": "Hi", "text": "Hello"}
+
+
+def test_same_key_and_body_gives_the_same_task_and_queues_it_once(
+    client: TestClient, aws: AwsStack
+) -> None:
+    headers = {"Idempotency-Key": "order-42"}
+
+    first = client.post("/emails", json=EMAIL, headers=headers)
+    retry = client.post("/emails", json=EMAIL, headers=headers)
+
+    assert (first.status_code, retry.status_code) == (202, 202)
+    assert first.json()["task_id"] == retry.json()["task_id"]
+    (queued,) = aws.receive_all(aws.email_queue)
+    assert str(task_message(queued).task_id) == first.json()["task_id"]
+
+
+def test_same_key_with_a_different_body_is_a_conflict(client: TestClient, aws: AwsStack) -> None:
+    headers = {"Idempotency-Key": "order-43"}
+    assert client.post("/emails", json=EMAIL, headers=headers).status_code == 202
+
+    reused = client.post("/emails", json={**EMAIL, "text": "Other"}, headers=headers)
+
+    assert reused.status_code == 409
+    assert "different request" in reused.json()["detail"]
+    assert len(aws.receive_all(aws.email_queue)) == 1
+
+
+def test_the_key_covers_the_path_too(client: TestClient, aws: AwsStack) -> None:
+    headers = {"Idempotency-Key": "k-1"}
+    assert client.post("/send-notification/a@example.com", headers=headers).status_code == 202
+    assert client.post("/send-notification/b@example.com", headers=headers).status_code == 409
+
+
+def test_without_a_key_every_request_is_a_new_task(client: TestClient) -> None:
+    first = client.post("/emails", json=EMAIL)
+    second = client.post("/emails", json=EMAIL)
+    assert first.json()["task_id"] != second.json()["task_id"]
+
+
+def test_the_response_echoes_the_correlation_id_put_on_the_message(
+    client: TestClient, aws: AwsStack
+) -> None:
+    response = client.post("/emails", json=EMAIL, headers={"X-Correlation-Id": "corr-7"})
+
+    assert response.headers["x-correlation-id"] == "corr-7"
+    (queued,) = aws.receive_all(aws.email_queue)
+    assert task_message(queued).correlation_id == "corr-7"
+    assert queued["MessageAttributes"]["correlation_id"]["StringValue"] == "corr-7"
