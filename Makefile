@@ -28,10 +28,9 @@ run: setup ## Run the whole system locally: moto, the API on :8000, and the work
 
 # The local system by default; for AWS: make dlq ARGS="list --stack offload-prod" DLQ_ENDPOINT=
 DLQ_ENDPOINT ?= http://127.0.0.1:4566
-ARGS ?= list
 dlq: setup ## DLQ tools: make dlq ARGS="list|redrive|purge --yes [--queue email]"
 	$(if $(DLQ_ENDPOINT),AWS_ENDPOINT_URL=$(DLQ_ENDPOINT) AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_DEFAULT_REGION=us-east-1) \
-		$(BIN)/python -m offload.dlq --stack $${OFFLOAD_STACK:-offload-local} $(ARGS)
+		$(BIN)/python -m offload.dlq --stack $${OFFLOAD_STACK:-offload-local} $(or $(ARGS),list)
 
 emails: setup ## List the emails the local system's SES has sent
 	$(BIN)/python -m local emails

@@ -15,7 +15,15 @@ from typing import Any
 
 import pytest
 
-from tests.support import REGION, SENDER, TEMPLATE, AwsStack, JsonLogs, load_event
+from tests.support import (
+    REGION,
+    SENDER,
+    STACK_PARAMETERS,
+    TEMPLATE,
+    AwsStack,
+    JsonLogs,
+    load_event,
+)
 
 # Powertools reads these when offload.observability is imported, which happens while pytest
 # collects the test modules: set them before any test module is imported.
@@ -23,7 +31,6 @@ os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
 os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "OffloadTests")
 os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "offload-tests")
 
-STACK_PARAMETERS = {"Stage": "dev", "SenderEmail": SENDER}
 TEST_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",

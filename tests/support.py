@@ -2,6 +2,7 @@
 
 import io
 import json
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,14 @@ def load_event(name: str) -> dict[str, Any]:
 
 
 EventLoader = Callable[[str], dict[str, Any]]
+
+
+def free_port() -> int:
+    """A port free on 127.0.0.1 now (several suites run at once: never a fixed port)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def task_message(message: dict[str, Any]) -> TaskMessage:

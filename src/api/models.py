@@ -4,6 +4,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from fastapi import Request
 from pydantic import BaseModel
 
 from offload.models import TaskState
@@ -13,6 +14,11 @@ class TaskAccepted(BaseModel):
     task_id: UUID
     state: TaskState = TaskState.QUEUED
     status_url: str
+
+    @classmethod
+    def of(cls, request: Request, task_id: UUID) -> "TaskAccepted":
+        """The answer to a request that queued `task_id`, with the task's status URL."""
+        return cls(task_id=task_id, status_url=str(request.url_for("get_task", task_id=task_id)))
 
 
 class TaskPublic(BaseModel):

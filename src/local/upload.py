@@ -2,7 +2,6 @@
 progress, wait for the worker, print the summary."""
 
 import json
-import mimetypes
 import os
 import sys
 import time
@@ -94,7 +93,7 @@ def guess_content_type(path: Path) -> str:
         return "application/gzip"
     if name.endswith((".tsv", ".tab")):
         return "text/tab-separated-values"
-    return mimetypes.guess_type(name)[0] if name.endswith(".csv") else "text/csv"  # type: ignore[return-value]
+    return "text/csv"
 
 
 def upload(

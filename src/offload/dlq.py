@@ -21,6 +21,8 @@ from uuid import UUID
 from offload.aws import sqs, stack, tasks_table
 from offload.models import TaskState
 from offload.settings import get_settings
+from offload.uploads.models import UPLOAD_KIND, parse_upload_key
+from offload.uploads.service import s3_records
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.type_defs import MessageTypeDef
@@ -62,7 +64,7 @@ def queue_pairs(only: str | None = None) -> list[QueuePair]:
     pairs = [
         QueuePair("tasks", settings.task_queue_url, settings.task_dlq_url),
         QueuePair("email", settings.email_queue_url, settings.email_dlq_url),
-        QueuePair("upload", settings.upload_queue_url, os.getenv("OFFLOAD_UPLOAD_DLQ_URL", "")),
+        QueuePair("upload", settings.upload_queue_url, settings.upload_dlq_url),
     ]
     pairs = [p for p in pairs if p.queue_url and p.dlq_url and (only in (None, p.name))]
     if not pairs:
@@ -105,8 +107,26 @@ def _task_id(message: "MessageTypeDef") -> UUID | None:
         return None
 
 
-def describe(message: "MessageTypeDef") -> DeadLetter:
+def _upload_ids(body: str) -> list[UUID]:
+    """The uploads an S3 notification (an UploadQueue message) names."""
+    try:
+        notification = json.loads(body)
+        objects = s3_records(notification) if isinstance(notification, dict) else []
+    except (ValueError, KeyError, TypeError):
+        return []
+    return [parsed[0] for obj in objects if (parsed := parse_upload_key(obj.key)) is not None]
+
+
+def _tasks_of(message: "MessageTypeDef") -> list[tuple[UUID, str | None]]:
+    """The tasks (id, kind if the message says) that a dead letter stands for."""
     task_id = _task_id(message)
+    if task_id is not None:
+        return [(task_id, _attribute(message, "kind"))]
+    return [(upload_id, UPLOAD_KIND) for upload_id in _upload_ids(message["Body"])]
+
+
+def describe(message: "MessageTypeDef") -> DeadLetter:
+    task_id = next(iter(_tasks_of(message)), (None, None))[0]
     status = tasks_table.get(task_id) if task_id else None
     receives = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "0"))
     error = _attribute(message, "error") or (status.error if status else None)
@@ -136,12 +156,10 @@ def redrive(pair: QueuePair) -> int:
     """
     held = _hold_all(pair.dlq_url)
     for message in held:
-        task_id = _task_id(message)
-        if task_id:
-            kind = _attribute(message, "kind")
-            tasks_table.transition(
-                task_id, kind or "unknown", TaskState.QUEUED, allow_from_final=True
-            )
+        for task_id, named_kind in _tasks_of(message):
+            status = tasks_table.get(task_id)
+            kind = named_kind or (status.kind if status else "unknown")
+            tasks_table.transition(task_id, kind, TaskState.QUEUED, allow_from_final=True)
     if not held:
         return 0
     sqs.release(pair.dlq_url, held)

@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     # Uploads (POST /uploads → S3 → UploadQueue → UploadWorker).
     upload_bucket: str = ""
     upload_queue_url: str = ""
+    upload_dlq_url: str = ""
     upload_max_bytes: int = Field(default=1_073_741_824, ge=1)
     # A gzip upload may expand to at most this many bytes (a guard against gzip bombs).
     upload_max_expanded_bytes: int = Field(default=10_737_418_240, ge=1)

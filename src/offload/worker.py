@@ -13,9 +13,9 @@ Outcomes for a record:
 
 import json
 import math
-import random
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from functools import cache
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -44,6 +44,7 @@ from offload.errors import (
 from offload.models import TaskMessage, TaskState
 from offload.observability import logger, metrics
 from offload.registry import QueueName, get_task
+from offload.retries import backoff_seconds, record_transient_failure, show_again_in
 from offload.settings import get_settings
 
 if TYPE_CHECKING:
@@ -63,15 +64,6 @@ def parse_message(body: str) -> TaskMessage:
         return TaskMessage.model_validate_json(body)
     except ValidationError as exc:
         raise InvalidMessageError(f"not a valid task message: {exc}") from exc
-
-
-def backoff_seconds(attempt: int) -> int:
-    """Exponential backoff from the receive count, capped, with equal jitter."""
-    settings = get_settings()
-    # The exponent is capped: 2 ** 1024 no longer converts to float (a queue with no redrive).
-    growth = 2 ** min(max(attempt - 1, 0), 64)
-    ceiling = min(settings.retry_max_seconds, settings.retry_base_seconds * growth)
-    return int(ceiling / 2 + random.uniform(0, ceiling / 2))  # noqa: S311 - jitter, not crypto
 
 
 @cache
@@ -104,12 +96,17 @@ def _run_once() -> Callable[..., Any]:
     return _runner(idempotency.persistence_layer())[1]
 
 
-def _guess_task_id(body: str) -> str | None:
-    try:
-        data = json.loads(body)
-        return str(UUID(str(data["task_id"])))
-    except (ValueError, TypeError, KeyError):
-        return None
+def _guess_task_id(record: SQSRecord) -> UUID | None:
+    """The task id of a message that is not a valid task message, if it names one."""
+    candidates = [_attribute(record, "task_id") or ""]
+    with suppress(ValueError, TypeError, KeyError):
+        candidates.insert(0, str(json.loads(record.body)["task_id"]))
+    for candidate in candidates:
+        try:
+            return UUID(candidate)
+        except ValueError:
+            continue
+    return None
 
 
 def _dead_letter(record: SQSRecord, queue: QueueName, reason: str) -> None:
@@ -150,7 +147,7 @@ def process_record(record: SQSRecord, queue: QueueName, context: LambdaContext) 
 def _process(record: SQSRecord, queue: QueueName, context: LambdaContext, attempt: int) -> Any:
     settings = get_settings()
     if context.get_remaining_time_in_millis() < settings.record_time_budget_ms:
-        sqs.change_visibility(settings.queue_url(queue), record.receipt_handle, 0)
+        show_again_in(settings.queue_url(queue), record.receipt_handle, 0)
         logger.warning("near the Lambda timeout; record returned to the queue untouched")
         raise OutOfTimeError("too close to the Lambda timeout; returned to the queue untouched")
 
@@ -167,20 +164,21 @@ def _process(record: SQSRecord, queue: QueueName, context: LambdaContext, attemp
 
 def _poison(record: SQSRecord, queue: QueueName, exc: InvalidMessageError) -> None:
     """A body that is not a task message: dead-letter it once, with the reason."""
-    task_id = _guess_task_id(record.body) or _attribute(record, "task_id")
+    task_id = _guess_task_id(record)
     if task_id:
-        status = tasks_table.get(UUID(task_id))
+        status = tasks_table.get(task_id)
         if status is not None and status.state.is_final:
             logger.info("duplicate of a dead task; dropped", extra={"state": status.state})
             return
     logger.error(
         "poison message sent to the DLQ",
-        extra={"task_id": task_id, "reason": str(exc)},
+        extra={"task_id": str(task_id) if task_id else None, "reason": str(exc)},
         exc_info=exc,
     )
     _dead_letter(record, queue, str(exc))
     if task_id:
-        tasks_table.transition(UUID(task_id), "unknown", TaskState.DEAD, error=str(exc))
+        kind = (_attribute(record, "kind") or "unknown")[:128]
+        tasks_table.transition(task_id, kind, TaskState.DEAD, error=str(exc))
     metrics.add_metric(name="TasksDead", unit=MetricUnit.Count, value=1)
 
 
@@ -219,23 +217,19 @@ def _run(record: SQSRecord, queue: QueueName, message: TaskMessage, attempt: int
         return None
     except IdempotencyAlreadyInProgressError:
         delay = _in_progress_delay(message, attempt)
-        sqs.change_visibility(settings.queue_url(queue), record.receipt_handle, delay)
+        show_again_in(settings.queue_url(queue), record.receipt_handle, delay)
         logger.warning("task is running in another delivery", extra={"retry_in_seconds": delay})
         raise
     except Exception as exc:
-        final = attempt >= settings.max_receive_count
-        state = TaskState.DEAD if final else TaskState.RETRYING
-        reason = f"{type(exc).__name__}: {exc}"
-        tasks_table.transition(message.task_id, message.kind, state, attempts=attempt, error=reason)
-        delay = 0 if final else backoff_seconds(attempt)
-        sqs.change_visibility(settings.queue_url(queue), record.receipt_handle, delay)
-        if final:
+        delay = record_transient_failure(message.task_id, message.kind, attempt, exc)
+        show_again_in(settings.queue_url(queue), record.receipt_handle, delay)
+        if attempt >= settings.max_receive_count:
             logger.exception("task failed on its last attempt; SQS moves it to the DLQ")
             metrics.add_metric(name="TasksDead", unit=MetricUnit.Count, value=1)
         else:
             logger.warning(
                 "task failed; will retry",
-                extra={"retry_in_seconds": delay, "reason": reason},
+                extra={"retry_in_seconds": delay, "reason": f"{type(exc).__name__}: {exc}"},
                 exc_info=exc,
             )
             metrics.add_metric(name="TasksRetried", unit=MetricUnit.Count, value=1)

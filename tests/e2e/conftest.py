@@ -3,7 +3,6 @@
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,16 +13,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.support import ROOT, SENDER
+from tests.support import ROOT, SENDER, free_port
 
 START_TIMEOUT = 120.0
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def descendants(pid: int) -> list[int]:

@@ -6,6 +6,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import app
+from offload.settings import get_settings
 from tests.support import AwsStack, task_message
 
 
@@ -64,3 +65,28 @@ def test_the_response_echoes_the_correlation_id_put_on_the_message(
     (queued,) = aws.receive_all(aws.email_queue)
     assert task_message(queued).correlation_id == "corr-7"
     assert queued["MessageAttributes"]["correlation_id"]["StringValue"] == "corr-7"
+
+
+def test_a_retry_after_a_503_with_the_same_key_queues_the_task_for_real(
+    client: TestClient, aws: AwsStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a first attempt that SQS refused: the client is told to retry (503)
+    headers = {"Idempotency-Key": "order-44"}
+    monkeypatch.setenv("OFFLOAD_EMAIL_QUEUE_URL", aws.email_queue + "-missing")
+    get_settings.cache_clear()
+    assert client.post("/emails", json=EMAIL, headers=headers).status_code == 503
+
+    # When the client retries with the same key, and SQS takes it this time
+    monkeypatch.setenv("OFFLOAD_EMAIL_QUEUE_URL", aws.email_queue)
+    get_settings.cache_clear()
+    retry = client.post("/emails", json=EMAIL, headers=headers)
+
+    # Then the task (same id, derived from the key) is queued again, not left failed
+    assert retry.status_code == 202
+    task_id = retry.json()["task_id"]
+    (queued,) = aws.receive_all(aws.email_queue)
+    assert str(task_message(queued).task_id) == task_id
+    status = aws.task(task_id)
+    assert status is not None
+    assert status["state"] == "queued"
+    assert "error" not in status

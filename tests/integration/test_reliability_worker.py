@@ -170,21 +170,6 @@ def test_throttled_task_retries_with_backoff_then_succeeds_once(
     assert (status["state"], status["attempts"]) == ("succeeded", "2")  # type: ignore[index]
 
 
-def test_backoff_grows_with_the_receive_count_and_is_capped(
-    env: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from offload.settings import get_settings
-    from offload.worker import backoff_seconds
-
-    monkeypatch.setenv("OFFLOAD_RETRY_BASE_SECONDS", "2")
-    monkeypatch.setenv("OFFLOAD_RETRY_MAX_SECONDS", "60")
-    get_settings.cache_clear()
-    for attempt, ceiling in [(1, 2), (2, 4), (3, 8), (4, 16), (10, 60)]:
-        delays = {backoff_seconds(attempt) for _ in range(200)}
-        assert min(delays) >= int(ceiling / 2) and max(delays) <= ceiling, (attempt, delays)
-    assert len({backoff_seconds(4) for _ in range(200)}) > 1, "no jitter"
-
-
 # ---------------------------------------------------------------- permanent errors
 def test_rejected_email_is_dead_at_once_with_the_reason(
     aws: AwsStack, ses_faults: list[ClientError], json_logs: JsonLogs
@@ -223,6 +208,37 @@ def test_a_poison_message_delivered_twice_is_dead_lettered_once(
     assert aws.task(task_id)["state"] == "dead"  # type: ignore[index]
     (logged,) = json_logs.find("poison message sent to the DLQ")
     assert "not a valid task message" in logged["reason"]
+
+
+def test_a_poison_message_with_a_malformed_task_id_attribute_is_dead_lettered(
+    aws: AwsStack,
+) -> None:
+    # Given a body that is not a task message, with a task_id attribute that is not a UUID
+    attributes: Any = {"task_id": {"DataType": "String", "StringValue": "../../etc/passwd"}}
+    sqs.send_raw(aws.task_queue, "not json", attributes)
+
+    delivery = deliver(aws.task_queue, tasks_handler)
+
+    # Then it is dead-lettered at once, not retried until the redrive
+    assert failures(delivery) == []
+    (dead,) = aws.receive_all(aws.task_dlq)
+    assert dead["Body"] == "not json"
+    assert "not a valid task message" in dead["MessageAttributes"]["error"]["StringValue"]
+
+
+def test_a_poison_message_keeps_the_kind_its_attributes_name(aws: AwsStack) -> None:
+    task_id = uuid4()
+    attributes: Any = {
+        "task_id": {"DataType": "String", "StringValue": str(task_id)},
+        "kind": {"DataType": "String", "StringValue": "send_email"},
+    }
+    sqs.send_raw(aws.email_queue, "{broken", attributes)
+
+    assert failures(deliver(aws.email_queue, email_handler)) == []
+
+    status = aws.task(task_id)
+    assert status is not None
+    assert (status["state"], status["kind"]) == ("dead", "send_email")
 
 
 # ---------------------------------------------------------------- time guard

@@ -15,11 +15,13 @@ from uuid import UUID
 import boto3
 import pytest
 import requests
+from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 from fastapi.testclient import TestClient
 
 from api.main import app
 from local.lambda_runtime import sqs_event
-from offload.aws import tasks_table
+from offload import dlq
+from offload.aws import clients, sqs, tasks_table
 from offload.models import TaskState
 from offload.settings import get_settings
 from offload.uploads.models import UPLOAD_KIND
@@ -278,6 +280,63 @@ def test_one_bad_message_never_fails_the_batch(
     assert response == {"batchItemFailures": []}
     assert uploads.task(SQS_UPLOAD).state is TaskState.SUCCEEDED
     assert uploads.task(UNICODE_UPLOAD).state is TaskState.FAILED
+
+
+def test_an_unexpected_error_while_processing_is_retried_not_dropped(
+    uploads: Uploads, event: EventLoader, lambda_context: Any
+) -> None:
+    # Given a good file, and an S3 read that fails with an error the worker did not foresee
+    # (a ValueError, which the "not an S3 notification" guard must not swallow)
+    tasks_table.create(SQS_UPLOAD, UPLOAD_KIND)
+    uploads.put(SQS_KEY, b"a\n1\n")
+    message = uploads.aimed(event("sqs-upload-worker.json"))
+
+    def fail(**_: Any) -> None:
+        raise ValueError("unforeseen")
+
+    s3 = clients.s3()
+    s3.meta.events.register("before-call.s3.GetObject", fail)
+    try:
+        # When its notification is handled, then the record fails (Powertools fails the whole
+        # invocation when every record failed), so the message comes back rather than vanish
+        with pytest.raises(BatchProcessingError):
+            handler(message, lambda_context)
+    finally:
+        s3.meta.events.unregister("before-call.s3.GetObject", fail)
+
+    # And the task says it will retry, with the reason
+    task = uploads.task(SQS_UPLOAD)
+    assert task.state is TaskState.RETRYING
+    assert task.error == "ValueError: unforeseen"
+
+
+def test_a_dead_upload_redriven_from_its_dlq_is_processed_again(
+    uploads: Uploads, event: EventLoader, lambda_context: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given an upload that died: its S3 notification reached the UploadDeadLetterQueue
+    dlq_url = uploads.stack.resources["UploadDeadLetterQueue"]
+    monkeypatch.setenv("OFFLOAD_UPLOAD_DLQ_URL", dlq_url)
+    get_settings.cache_clear()
+    uploads.put(SQS_KEY, b"a\n1\n")
+    uploads.sqs.purge_queue(QueueUrl=uploads.queue)  # the put's own, live notification
+    tasks_table.transition(SQS_UPLOAD, UPLOAD_KIND, TaskState.DEAD, attempts=5, error="Throttling")
+    notification = uploads.aimed(event("sqs-upload-worker.json"))["Records"][0]["body"]
+    uploads.sqs.send_message(QueueUrl=dlq_url, MessageBody=notification)
+    try:
+        # When an operator redrives the upload DLQ
+        assert dlq.main(["redrive", "--queue", "upload"]) == 0
+
+        # Then the upload is queued again (not skipped as finished), and the worker runs it
+        assert uploads.task(SQS_UPLOAD).state is TaskState.QUEUED
+        messages = uploads.sqs.receive_message(
+            QueueUrl=uploads.queue, MaxNumberOfMessages=10, MessageSystemAttributeNames=["All"]
+        )["Messages"]
+        assert len(messages) == 1
+        redriven = sqs_event(messages, sqs.queue_arn(uploads.queue))  # type: ignore[arg-type]
+        assert handler(redriven, lambda_context) == {"batchItemFailures": []}
+        assert uploads.task(SQS_UPLOAD).state is TaskState.SUCCEEDED
+    finally:
+        uploads.sqs.purge_queue(QueueUrl=dlq_url)
 
 
 def test_the_whole_flow_through_the_api_a_presigned_post_and_the_queue(

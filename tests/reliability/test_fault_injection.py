@@ -45,8 +45,8 @@ from offload.enqueue import TaskCall, enqueue
 from offload.models import TaskMessage, TaskState
 from offload.notifications import write_log
 from offload.registry import definition_of
-from tests.reliability.support import free_port, print_table
-from tests.support import REGION, AwsStack, JsonLogs
+from tests.reliability.support import print_table
+from tests.support import REGION, AwsStack, JsonLogs, free_port
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -79,6 +79,12 @@ class Workload:
     @property
     def all_ids(self) -> set[UUID]:
         return set(self.valid_email) | set(self.valid_log) | set(self.poison)
+
+    def label(self, task_id: UUID) -> str:
+        """What a task is: email, log, or its kind of poison."""
+        if task_id in self.valid_email:
+            return "email"
+        return "log" if task_id in self.valid_log else self.poison[task_id]
 
 
 def _poison_message(kind: str, queue: str, index: int) -> tuple[TaskMessage | str, str]:
@@ -543,23 +549,8 @@ def wait_until_settled(aws: AwsStack, workload: Workload) -> dict[UUID, TaskStat
             return states
         time.sleep(1)
     pending = Counter(s.value for s in states.values() if not s.is_final)
-    unknown = Counter(
-        "email"
-        if t in workload.valid_email
-        else "log"
-        if t in workload.valid_log
-        else workload.poison[t]
-        for t in ids - set(states)
-    )
-    queued = Counter(
-        "email"
-        if t in workload.valid_email
-        else "log"
-        if t in workload.valid_log
-        else workload.poison[t]
-        for t, s in states.items()
-        if not s.is_final
-    )
+    unknown = Counter(workload.label(t) for t in ids - set(states))
+    queued = Counter(workload.label(t) for t, s in states.items() if not s.is_final)
     counts = {url.rsplit("-", 1)[-1]: sqs.counts(url) for url in (aws.email_queue, aws.task_queue)}
     pytest.fail(
         f"not settled in {DEADLINE_SECONDS}s: unknown {unknown}, {pending} {queued}, {counts}"

@@ -66,6 +66,46 @@ def test_every_log_group_has_a_retention() -> None:
         assert "RetentionInDays" in group["Properties"], name
 
 
+def resources_of(kind: str) -> dict[str, dict[str, Any]]:
+    return {n: r for n, r in template()["Resources"].items() if r["Type"] == kind}
+
+
+def test_every_dlq_every_queue_and_every_worker_has_its_alarms() -> None:
+    alarms = resources_of("AWS::CloudWatch::Alarm").values()
+    # (metric, logical id of the queue or function it watches)
+    watched = set()
+    for alarm in alarms:
+        value = alarm["Properties"]["Dimensions"][0]["Value"]
+        target = value["Fn::GetAtt"][0] if "Fn::GetAtt" in value else value["Ref"]
+        watched.add((alarm["Properties"]["MetricName"], target))
+    queues = resources_of("AWS::SQS::Queue")
+    for name, queue in queues.items():
+        if "RedrivePolicy" in queue["Properties"]:
+            dlq = queue["Properties"]["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]
+            assert ("ApproximateAgeOfOldestMessage", name) in watched, name
+            assert ("ApproximateNumberOfMessagesVisible", dlq) in watched, dlq
+    workers = [
+        n
+        for n, f in resources_of("AWS::Serverless::Function").items()
+        if any(e["Type"] == "SQS" for e in f["Properties"].get("Events", {}).values())
+    ]
+    assert workers
+    for worker in workers:
+        assert {("Errors", worker), ("Throttles", worker)} <= watched, worker
+    for alarm in alarms:
+        assert alarm["Properties"]["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+
+
+def test_no_iam_statement_allows_every_action() -> None:
+    for name, function in resources_of("AWS::Serverless::Function").items():
+        for policy in function["Properties"].get("Policies", []):
+            for statement in policy.get("Statement", []) if isinstance(policy, dict) else []:
+                actions = statement["Action"]
+                actions = actions if isinstance(actions, list) else [actions]
+                assert not [a for a in actions if a == "*" or a.endswith(":*")], (name, statement)
+                assert statement["Resource"] != "*", (name, statement)
+
+
 def locked(name: str) -> set[str]:
     text = (ROOT / "src" / "requirements" / f"{name}.txt").read_text()
     return {m.group(1).lower() for m in re.finditer(r"^([A-Za-z0-9_.-]+)==", text, re.M)}
@@ -79,7 +119,7 @@ def test_function_locks_leave_out_the_runtime_sdk_and_workers_leave_out_fastapi(
     assert not RUNTIME_PROVIDED & (api | worker)
 
 
-@pytest.mark.parametrize("module", ["workers.email", "workers.tasks"])
+@pytest.mark.parametrize("module", ["workers.email", "workers.tasks", "workers.upload"])
 def test_a_worker_handler_imports_no_web_framework(module: str) -> None:
     # In a fresh interpreter, as on a cold start: the worker package has no FastAPI to import.
     code = (

@@ -16,6 +16,4 @@ async def send_notification(
     email: EmailStr, background_tasks: BackgroundTasks, request: Request
 ) -> TaskAccepted:
     task_id = background_tasks.add_task(write_log, f"Notification sent to {email}")
-    return TaskAccepted(
-        task_id=task_id, status_url=str(request.url_for("get_task", task_id=task_id))
-    )
+    return TaskAccepted.of(request, task_id)

@@ -79,5 +79,4 @@ def reset() -> None:
         factory.cache_clear()
     from offload.aws import idempotency
 
-    idempotency.persistence_layer.cache_clear()
-    idempotency.api_persistence_layer.cache_clear()
+    idempotency.reset()

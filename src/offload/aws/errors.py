@@ -3,7 +3,7 @@
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
+from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
 
 from offload.errors import TransientTaskError
 
@@ -40,5 +40,3 @@ def transient_errors(action: str) -> Iterator[None]:
         raise
     except (ConnectionError, HTTPClientError) as exc:
         raise TransientTaskError(f"{action}: {exc}") from exc
-    except BotoCoreError:
-        raise

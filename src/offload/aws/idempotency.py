@@ -16,19 +16,26 @@ from offload.settings import get_settings
 
 
 @cache
+def _store(user: str) -> DynamoDBPersistenceLayer:
+    # One instance per user: the first idempotent function to use a layer configures it.
+    return DynamoDBPersistenceLayer(
+        table_name=get_settings().idempotency_table, boto3_client=clients.dynamodb()
+    )
+
+
 def persistence_layer() -> DynamoDBPersistenceLayer:
     """The store of the workers' per-task records."""
-    return DynamoDBPersistenceLayer(
-        table_name=get_settings().idempotency_table, boto3_client=clients.dynamodb()
-    )
+    return _store("worker")
 
 
-@cache
 def api_persistence_layer() -> DynamoDBPersistenceLayer:
     """The store of the API's Idempotency-Key records."""
-    return DynamoDBPersistenceLayer(
-        table_name=get_settings().idempotency_table, boto3_client=clients.dynamodb()
-    )
+    return _store("api")
+
+
+def reset() -> None:
+    """Forget the stores (and the clients they hold)."""
+    _store.cache_clear()
 
 
 def in_progress_seconds_left(store: DynamoDBPersistenceLayer, data: dict[str, Any]) -> float:

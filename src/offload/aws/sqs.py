@@ -99,17 +99,28 @@ def send_raw(
     clients.sqs().send_message(QueueUrl=queue_url, MessageBody=body, MessageAttributes=attributes)
 
 
-def delete(queue_url: str, receipt_handle: str) -> None:
-    clients.sqs().delete_message(QueueUrl=queue_url, ReceiptHandle=receipt_handle)
+def change_visibility(queue_url: str, receipt_handle: str, seconds: int) -> str | None:
+    """Show a received message again in `seconds`. Returns why SQS refused, or None.
 
-
-def change_visibility(queue_url: str, receipt_handle: str, seconds: int) -> None:
-    clients.sqs().change_message_visibility(
-        QueueUrl=queue_url, ReceiptHandle=receipt_handle, VisibilityTimeout=seconds
-    )
+    A refusal (a stale receipt handle, a network error) is not fatal to the caller: the message
+    still comes back, after the queue's own visibility timeout.
+    """
+    try:
+        clients.sqs().change_message_visibility(
+            QueueUrl=queue_url, ReceiptHandle=receipt_handle, VisibilityTimeout=seconds
+        )
+    except (ClientError, BotoCoreError) as exc:
+        return str(exc)
+    return None
 
 
 # ---------------------------------------------------------------- dead-letter queue tooling
+def _batches(messages: "Sequence[MessageTypeDef]") -> "Iterator[Sequence[MessageTypeDef]]":
+    """The messages in runs of at most ten, the most one SQS batch call takes."""
+    for start in range(0, len(messages), SQS_BATCH_LIMIT):
+        yield messages[start : start + SQS_BATCH_LIMIT]
+
+
 def receive(
     queue_url: str, *, max_messages: int = 10, visibility_seconds: int = 60
 ) -> "list[MessageTypeDef]":
@@ -132,8 +143,7 @@ def move(source_url: str, target_url: str, messages: "Sequence[MessageTypeDef]")
     timeout). The copy drops the `error` attribute that the worker added on dead-lettering.
     """
     moved = 0
-    for start in range(0, len(messages), SQS_BATCH_LIMIT):
-        chunk = messages[start : start + SQS_BATCH_LIMIT]
+    for chunk in _batches(messages):
         entries: list[SendMessageBatchRequestEntryTypeDef] = [
             {
                 "Id": str(index),
@@ -155,8 +165,7 @@ def move(source_url: str, target_url: str, messages: "Sequence[MessageTypeDef]")
 
 
 def delete_batch(queue_url: str, messages: "Sequence[MessageTypeDef]") -> None:
-    for start in range(0, len(messages), SQS_BATCH_LIMIT):
-        chunk = messages[start : start + SQS_BATCH_LIMIT]
+    for chunk in _batches(messages):
         clients.sqs().delete_message_batch(
             QueueUrl=queue_url,
             Entries=[
@@ -167,8 +176,7 @@ def delete_batch(queue_url: str, messages: "Sequence[MessageTypeDef]") -> None:
 
 def release(queue_url: str, messages: "Sequence[MessageTypeDef]") -> None:
     """Make received messages visible again at once."""
-    for start in range(0, len(messages), SQS_BATCH_LIMIT):
-        chunk = messages[start : start + SQS_BATCH_LIMIT]
+    for chunk in _batches(messages):
         clients.sqs().change_message_visibility_batch(
             QueueUrl=queue_url,
             Entries=[

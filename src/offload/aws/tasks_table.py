@@ -20,7 +20,10 @@ def _expires_at(now: datetime) -> str:
 
 
 def create(task_id: UUID, kind: str) -> bool:
-    """Record a new task as queued. False if a worker has already recorded it."""
+    """Record a new task as queued. False if a worker has already recorded it.
+
+    A task whose enqueue failed is queued afresh: an Idempotency-Key retry reuses its id.
+    """
     now = utcnow()
     table = clients.dynamodb()
     try:
@@ -35,7 +38,9 @@ def create(task_id: UUID, kind: str) -> bool:
                 "updated_at": {"S": now.isoformat()},
                 "expires_at": {"N": _expires_at(now)},
             },
-            ConditionExpression="attribute_not_exists(task_id)",
+            ConditionExpression="attribute_not_exists(task_id) OR #state = :failed",
+            ExpressionAttributeNames={"#state": "state"},
+            ExpressionAttributeValues={":failed": {"S": TaskState.FAILED.value}},
         )
     except table.exceptions.ConditionalCheckFailedException:
         return False

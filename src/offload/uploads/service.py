@@ -25,10 +25,11 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from offload.aws import sqs, tasks_table, uploads_s3
+from offload.aws import tasks_table, uploads_s3
 from offload.errors import TransientTaskError
 from offload.models import TaskState
 from offload.observability import logger, metrics
+from offload.retries import backoff_seconds, record_transient_failure, show_again_in
 from offload.settings import get_settings
 from offload.uploads import pipeline
 from offload.uploads.errors import InvalidUploadError, UploadTooLargeError
@@ -107,10 +108,7 @@ def process_object(obj: ObjectCreated, attempt: int = 1) -> dict[str, Any] | Non
             metrics.add_metric(name="UploadsFailed", unit=MetricUnit.Count, value=1)
             return None
         except Exception as exc:
-            final = attempt >= settings.max_receive_count
-            state = TaskState.DEAD if final else TaskState.RETRYING
-            error = f"{type(exc).__name__}: {exc}"
-            tasks_table.transition(upload_id, UPLOAD_KIND, state, attempts=attempt, error=error)
+            record_transient_failure(upload_id, UPLOAD_KIND, attempt, exc)
             logger.exception("upload processing failed; the queue will retry it")
             raise
         tasks_table.transition(
@@ -168,9 +166,8 @@ def _task_result(document: dict[str, Any]) -> dict[str, Any]:
     return short
 
 
-def handle_notification(notification: Mapping[str, Any], attempt: int) -> list[dict[str, Any]]:
-    """Every record of one notification; a transient error is raised after trying them all."""
-    objects = s3_records(notification)
+def process_objects(objects: list[ObjectCreated], attempt: int) -> list[dict[str, Any]]:
+    """Every object of one notification; a transient error is raised after trying them all."""
     if not objects:
         logger.info("s3:TestEvent ignored")
     results: list[dict[str, Any]] = []
@@ -193,31 +190,33 @@ def handle_sqs_record(record: SQSRecord, context: LambdaContext) -> int:
     settings = get_settings()
     attempt = int(record.attributes.approximate_receive_count)
     if context.get_remaining_time_in_millis() < settings.record_time_budget_ms:
-        sqs.change_visibility(settings.upload_queue_url, record.receipt_handle, 0)
+        show_again_in(settings.upload_queue_url, record.receipt_handle, 0)
         raise TransientTaskError("too close to the Lambda timeout; returned to the queue")
     try:
         notification = json.loads(record.body)
         if not isinstance(notification, dict):
             raise ValueError("the body is not a JSON object")
-        objects_done = handle_notification(notification, attempt)
+        objects = s3_records(notification)
     except (ValueError, KeyError, TypeError) as exc:
-        # Not an S3 notification: no task to tell, and retrying cannot help.
+        # Not an S3 notification: no task to tell, and retrying cannot help. Only the parsing
+        # is guarded here: an error while processing must not drop the message.
         logger.error(
             "message is not an S3 notification; dropped",
             extra={"message_id": record.message_id, "reason": repr(exc)},
         )
         return 0
+    try:
+        objects_done = process_objects(objects, attempt)
     except Exception:
-        if attempt < settings.max_receive_count and settings.upload_queue_url:
-            from offload.worker import backoff_seconds
-
-            delay = backoff_seconds(attempt)
-            sqs.change_visibility(settings.upload_queue_url, record.receipt_handle, delay)
+        if settings.upload_queue_url:
+            # The tasks are already retrying (or dead): the message comes back after the backoff.
+            delay = 0 if attempt >= settings.max_receive_count else backoff_seconds(attempt)
+            show_again_in(settings.upload_queue_url, record.receipt_handle, delay)
         raise
     return len(objects_done)
 
 
 def handle_s3_event(event: Mapping[str, Any]) -> dict[str, Any]:
     """A direct S3 event (an async invoke): Lambda retries the event if this raises."""
-    results = handle_notification(event, attempt=1)
+    results = process_objects(s3_records(event), attempt=1)
     return {"processed": len(results)}

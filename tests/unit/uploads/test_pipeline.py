@@ -302,3 +302,14 @@ def test_integer_inference_edge_cases() -> None:
     assert (a["type"], a["min"], a["max"], a["sum"]) == ("integer", -1, 8, 14)
     assert b["type"] == "string"
     assert c["type"] == "string"
+
+
+def test_a_deeply_nested_cell_in_a_number_column_is_just_a_string() -> None:
+    # Given a column of integers with one cell of 100,000 opening brackets (a crafted file)
+    data = b"id\n1\n2\n" + b"[" * 100_000 + b"\n"
+
+    # When it is processed, then it does not crash: the column is simply text
+    summary, sink = run(data)
+
+    assert column(summary, "id")["type"] == "string"
+    assert len(sink.rows) == 4

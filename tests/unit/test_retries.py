@@ -1,11 +1,11 @@
-"""Worker logic without AWS: backoff bounds."""
+"""Retry backoff without AWS: exponential, jittered, capped."""
 
 from collections.abc import Iterator
 
 import pytest
 
+from offload.retries import backoff_seconds
 from offload.settings import get_settings
-from offload.worker import backoff_seconds
 
 
 @pytest.fixture

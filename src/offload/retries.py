@@ -1,0 +1,42 @@
+"""Transient failures: the task becomes `retrying` (or `dead` on its last receive), and its
+message comes back after an exponential backoff with jitter."""
+
+import random
+from uuid import UUID
+
+from offload.aws import sqs, tasks_table
+from offload.models import TaskState
+from offload.observability import logger
+from offload.settings import get_settings
+
+
+def backoff_seconds(attempt: int) -> int:
+    """Exponential backoff from the receive count, capped, with equal jitter."""
+    settings = get_settings()
+    # The exponent is capped: 2 ** 1024 no longer converts to float (a queue with no redrive).
+    growth = 2 ** min(max(attempt - 1, 0), 64)
+    ceiling = min(settings.retry_max_seconds, settings.retry_base_seconds * growth)
+    return int(ceiling / 2 + random.uniform(0, ceiling / 2))  # noqa: S311 - jitter, not crypto
+
+
+def record_transient_failure(task_id: UUID, kind: str, attempt: int, exc: BaseException) -> int:
+    """Record the failure on the task; returns the seconds its message should stay hidden.
+
+    On the queue's last receive the task is `dead` and the delay is 0, so that SQS moves the
+    message to the DLQ at once rather than after the visibility timeout.
+    """
+    final = attempt >= get_settings().max_receive_count
+    state = TaskState.DEAD if final else TaskState.RETRYING
+    reason = f"{type(exc).__name__}: {exc}"
+    tasks_table.transition(task_id, kind, state, attempts=attempt, error=reason)
+    return 0 if final else backoff_seconds(attempt)
+
+
+def show_again_in(queue_url: str, receipt_handle: str, seconds: int) -> None:
+    """Set when a received message comes back; if SQS refuses, it comes back anyway later."""
+    refused = sqs.change_visibility(queue_url, receipt_handle, seconds)
+    if refused is not None:
+        logger.warning(
+            "message visibility not changed; it returns after the queue's visibility timeout",
+            extra={"reason": refused, "wanted_seconds": seconds},
+        )
