@@ -12,7 +12,7 @@ export POWERTOOLS_DEV ?= false
 .PHONY: help setup run test unit integration e2e lint tools bench emails upload dlq lock build deploy clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 $(STAMP): requirements/dev.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,7 +27,7 @@ run: setup ## Run the whole system locally: moto, the API on :8000, and the work
 	$(BIN)/python -m local run $(ARGS)
 
 # The local system by default; for AWS: make dlq ARGS="list --stack offload-prod" DLQ_ENDPOINT=
-DLQ_ENDPOINT ?= http://127.0.0.1:4566
+DLQ_ENDPOINT ?= http://127.0.0.1:$(or $(OFFLOAD_MOTO_PORT),4566)
 dlq: setup ## DLQ tools: make dlq ARGS="list|redrive|purge --yes [--queue email]"
 	$(if $(DLQ_ENDPOINT),AWS_ENDPOINT_URL=$(DLQ_ENDPOINT) AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_DEFAULT_REGION=us-east-1) \
 		$(BIN)/python -m offload.dlq --stack $${OFFLOAD_STACK:-offload-local} $(or $(ARGS),list)
@@ -39,14 +39,14 @@ upload: setup ## Upload FILE=path.csv to the running local system and print its 
 	@test -n "$(FILE)" || (echo "usage: make upload FILE=path/to/file.csv" && exit 2)
 	$(BIN)/python -m local upload "$(FILE)"
 
-test: setup ## Run every test: unit, integration, e2e
+test: setup ## Run every test: unit, integration, e2e, reliability
 	$(BIN)/pytest
 
-unit: setup
+unit: setup ## Only tests/unit (no AWS)
 	$(BIN)/pytest tests/unit
-integration: setup
+integration: setup ## Only tests/integration (moto)
 	$(BIN)/pytest tests/integration
-e2e: setup
+e2e: setup ## Only tests/e2e (the local system)
 	$(BIN)/pytest tests/e2e
 
 # Security and template tools live in their own venvs (.tools/NAME), pinned by
@@ -99,8 +99,8 @@ build: setup tools ## sam build: one package per function (src/Makefile), offlin
 	UV=$(CURDIR)/$(UV) $(SAM) build --template template.yaml
 	@du -sh .aws-sam/build/*/ | sed 's|.aws-sam/build/||'
 
-deploy: build ## sam deploy --config-env $(STACK) (dev or prod, see samconfig.toml)
+deploy: build ## sam deploy --config-env STACK (STACK=dev or prod, see samconfig.toml)
 	$(SAM) deploy --config-env $(STACK)
 
-clean:
+clean: ## Remove .venv, .tools and the build and tool caches
 	rm -rf $(VENV) $(TOOLS) .aws-sam .pytest_cache .mypy_cache .ruff_cache

@@ -28,12 +28,37 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m local", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="start moto, the API and the workers")
-    run.add_argument("--host", default=os.getenv("OFFLOAD_LOCAL_HOST", "127.0.0.1"))
-    run.add_argument("--api-port", type=int, default=int(os.getenv("OFFLOAD_API_PORT", "8000")))
-    run.add_argument("--moto-port", type=int, default=int(os.getenv("OFFLOAD_MOTO_PORT", "4566")))
-    run.add_argument("--sender", default=os.getenv("OFFLOAD_SENDER_EMAIL", "noreply@example.com"))
-    run.add_argument("--instances", type=int, default=2, help="most poller processes per worker")
-    run.add_argument("--template", type=Path, default=None)
+    run.add_argument(
+        "--host",
+        default=os.getenv("OFFLOAD_LOCAL_HOST", "127.0.0.1"),
+        help="address to serve on (default: %(default)s, env OFFLOAD_LOCAL_HOST)",
+    )
+    run.add_argument(
+        "--api-port",
+        type=int,
+        default=int(os.getenv("OFFLOAD_API_PORT", "8000")),
+        help="port of the API (default: %(default)s, env OFFLOAD_API_PORT)",
+    )
+    run.add_argument(
+        "--moto-port",
+        type=int,
+        default=int(os.getenv("OFFLOAD_MOTO_PORT", "4566")),
+        help="port of the embedded AWS (default: %(default)s, env OFFLOAD_MOTO_PORT)",
+    )
+    run.add_argument(
+        "--sender",
+        default=os.getenv("OFFLOAD_SENDER_EMAIL", "noreply@example.com"),
+        help="From address, verified in the embedded SES (default: %(default)s)",
+    )
+    run.add_argument(
+        "--instances",
+        type=int,
+        default=2,
+        help="most poller processes per worker (default: %(default)s)",
+    )
+    run.add_argument(
+        "--template", type=Path, default=None, help="SAM template (default: template.yaml)"
+    )
     run.add_argument("-v", "--verbose", action="store_true", help="show every worker log line")
     run.add_argument(
         "--api-token",

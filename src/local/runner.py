@@ -18,7 +18,12 @@ import boto3
 import requests
 from botocore.exceptions import BotoCoreError, ClientError
 from moto.core.model_instances import model_data
-from moto.server import ThreadedMotoServer
+from moto.moto_server.werkzeug_app import (
+    DomainDispatcherApplication,
+    MotoRequestHandler,
+    create_backend_app,
+)
+from werkzeug.serving import BaseWSGIServer, make_server
 
 from local.poller import spec_argument
 from local.stack import LocalStack, provision
@@ -50,12 +55,42 @@ def _say(message: str) -> None:
     print(f"{datetime.now():%H:%M:%S}  {message}", flush=True)
 
 
+class _MotoNotImplemented(logging.Filter):
+    """One line instead of a traceback when a client calls what moto does not emulate."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        last_line = record.getMessage().rsplit("\n", 1)[-1]  # werkzeug logs the traceback text
+        if last_line.startswith("NotImplementedError: "):
+            error = last_line.removeprefix("NotImplementedError: ")
+            record.msg, record.args = f"{'':10}[moto] {error} (not emulated locally)", ()
+        return True
+
+
+class MotoServer:
+    """moto's server in a thread. Unlike moto's ThreadedMotoServer, a failed bind raises here
+    instead of leaving start() waiting forever."""
+
+    def __init__(self, host: str, port: int) -> None:
+        app = DomainDispatcherApplication(create_backend_app)
+        self.server: BaseWSGIServer = make_server(
+            host, port, app, threaded=True, request_handler=MotoRequestHandler
+        )
+        self.thread = threading.Thread(target=self.server.serve_forever, name="moto", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.thread.join(timeout=5)
+
+
 class LocalSystem:
     def __init__(self, options: Options) -> None:
         self.options = options
         self.moto_url = f"http://{options.host}:{options.moto_port}"
         self.api_url = f"http://{options.host}:{options.api_port}"
-        self.moto: ThreadedMotoServer | None = None
+        self.moto: MotoServer | None = None
         self.stack: LocalStack | None = None
         self.children: dict[str, subprocess.Popen[str]] = {}
         self.stopping = threading.Event()
@@ -70,7 +105,7 @@ class LocalSystem:
         env.update(self.options.environment or {})
         return env
 
-    def _check_ports(self) -> None:
+    def check_ports(self) -> None:
         for port, flag in (
             (self.options.moto_port, "--moto-port"),
             (self.options.api_port, "--api-port"),
@@ -85,13 +120,18 @@ class LocalSystem:
                     ) from None
 
     def start(self) -> None:
-        self._check_ports()
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        werkzeug_log = logging.getLogger("werkzeug")
+        werkzeug_log.setLevel(logging.ERROR)
+        werkzeug_log.addFilter(_MotoNotImplemented())
         os.environ.update({**LOCAL_CREDENTIALS, "AWS_ENDPOINT_URL": self.moto_url})
         _say(f"starting the embedded AWS (moto) on {self.moto_url}")
-        self.moto = ThreadedMotoServer(
-            ip_address=self.options.host, port=self.options.moto_port, verbose=False
-        )
+        try:
+            self.moto = MotoServer(self.options.host, self.options.moto_port)
+        except OSError as error:  # taken since the check above
+            raise SystemExit(
+                f"the embedded AWS cannot listen on {self.moto_url}: {error}. "
+                f'Pick another port: make run ARGS="--moto-port <port>"'
+            ) from None
         self.moto.start()
         requests.post(
             f"{self.moto_url}/moto-api/config", json={"lambda": {"use_docker": False}}, timeout=5
@@ -104,8 +144,15 @@ class LocalSystem:
         model_data.pop("awslambda", None)
         self._fill_gaps()
         for logical, physical in sorted(self.stack.resources.items()):
-            if "Queue" in logical or "Table" in logical:
-                _say(f"  {logical:<22} {physical.rsplit('/', 1)[-1]}")
+            if logical.endswith(("Queue", "Table", "Bucket", "Topic")):
+                _say(f"  {logical:<22} {physical.rsplit('/', 1)[-1].rsplit(':', 1)[-1]}")
+        kinds: dict[str, int] = {}
+        for kind in self.stack.left_out.values():
+            kinds[kind] = kinds.get(kind, 0) + 1
+        _say(
+            "  not emulated (moto cannot create them; the runner serves the API and plays the "
+            "triggers): " + ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
+        )
         self._start_api()
         self._start_pollers()
         threading.Thread(target=self._watch_tasks, name="task-watcher", daemon=True).start()
@@ -180,7 +227,9 @@ class LocalSystem:
             if level in {"INFO", "DEBUG"} and not self.options.verbose:
                 continue
             keys = " ".join(
-                f"{k}={record[k]}" for k in ("task_id", "kind", "attempt", "error") if k in record
+                f"{k}={record[k]}"
+                for k in ("task_id", "kind", "attempt", "error", "reason", "retry_in_seconds")
+                if k in record
             )
             print(f"{'':10}[{name}] {level} {record.get('message')} {keys}", flush=True)
             if self.options.verbose and "exception" in record:
@@ -238,14 +287,29 @@ class LocalSystem:
             self.moto.stop()
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run(options: Options) -> None:
     system = LocalSystem(options)
-    stop_requested = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop_requested.set())
+    # SIGTERM stops like Ctrl-C, also while starting; SIGINT too when the shell that started
+    # `make run` in the background ignored it.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
+    system.check_ports()
     try:
         system.start()
         system.wait_until_ready()
         api = system.api_url
+        auth = ""
+        if (options.environment or {}).get("OFFLOAD_API_TOKEN"):
+            auth = ' -H "Authorization: Bearer $OFFLOAD_API_TOKEN"'
+            print(
+                "\n  Every route but /health needs the token: add"
+                f"{auth} to each call, and export OFFLOAD_API_TOKEN for `make upload`.",
+                flush=True,
+            )
         print(
             f"""
   Offload is running locally.
@@ -253,10 +317,10 @@ def run(options: Options) -> None:
     Embedded AWS {system.moto_url}   (AWS_ENDPOINT_URL for boto3 / aws cli)
 
   Try:
-    curl -X POST {api}/send-notification/you@example.com
-    curl -X POST {api}/emails -H 'content-type: application/json' \\
+    curl -X POST {api}/send-notification/you@example.com{auth}
+    curl -X POST {api}/emails{auth} -H 'content-type: application/json' \\
          -d '{{"to": "you@example.com", "subject": "Hi", "text": "Sent by a worker"}}'
-    curl {api}/tasks/<task_id>
+    curl {api}/tasks/<task_id>{auth}
     make emails        # what the embedded SES has sent
     make upload FILE=data.csv   # presigned POST to S3 → UploadWorker → summary
 
@@ -264,13 +328,21 @@ def run(options: Options) -> None:
 """,
             flush=True,
         )
-        while not stop_requested.wait(0.5):
+        while True:
+            time.sleep(0.5)
             for name, process in system.children.items():
                 if process.poll() is not None:
-                    raise RuntimeError(f"{name} exited with code {process.returncode}")
+                    raise SystemExit(
+                        f"{name} exited with code {process.returncode} (its output is above); "
+                        "the local system stopped"
+                    )
     except KeyboardInterrupt:
         pass
     finally:
-        _say("stopping")
-        system.stop()
+        for signum in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut it short
+            signal.signal(signum, signal.SIG_IGN)
+        try:
+            _say("stopping")
+        finally:
+            system.stop()  # even when the terminal is gone and printing fails
         _say("stopped")

@@ -19,8 +19,15 @@ STACK_NAME = "offload-local"
 ARTIFACT_BUCKET = "offload-local-artifacts"
 ARTIFACT_KEY = "code.zip"
 
-# Resource types that moto's CloudFormation does not support; the runner stands in for them.
-UNSUPPORTED_PREFIXES = ("AWS::ApiGatewayV2::", "AWS::SQS::QueuePolicy", "AWS::Lambda::Permission")
+# Resource types that moto's CloudFormation does not support (it would warn about each one):
+# they are left out, and the runner stands in for the API and the triggers.
+UNSUPPORTED_PREFIXES = (
+    "AWS::ApiGatewayV2::",
+    "AWS::SQS::QueuePolicy",
+    "AWS::S3::BucketPolicy",
+    "AWS::Lambda::Permission",
+    "AWS::CloudWatch::Alarm",
+)
 
 
 class _NoManagedPolicies:
@@ -52,6 +59,7 @@ class LocalStack:
     resources: dict[str, str]  # logical id → physical id
     functions: dict[str, "FunctionConfigurationResponseTypeDef"]  # logical id → configuration
     event_sources: list[EventSource] = field(default_factory=list)
+    left_out: dict[str, str] = field(default_factory=dict)  # logical id → type, not created
 
     def environment(self, logical_id: str) -> dict[str, str]:
         env = self.functions[logical_id].get("Environment", {}).get("Variables", {})
@@ -180,7 +188,8 @@ def provision(endpoint: str, template_path: Path, parameters: dict[str, str]) ->
     s3.put_object(Bucket=ARTIFACT_BUCKET, Key=ARTIFACT_KEY, Body=_code_zip())
 
     cfn_template = translate(template_path, parameters)
-    strip_unsupported(cfn_template)
+    types_before = {name: r["Type"] for name, r in cfn_template["Resources"].items()}
+    left_out = {name: types_before[name] for name in strip_unsupported(cfn_template)}
     notifications = bucket_notifications(cfn_template)
     cloudformation = session.client("cloudformation", endpoint_url=endpoint)
     cloudformation.create_stack(
@@ -215,7 +224,9 @@ def provision(endpoint: str, template_path: Path, parameters: dict[str, str]) ->
     }
     by_name = {config["FunctionName"]: logical for logical, config in functions.items()}
     sqs = session.client("sqs", endpoint_url=endpoint)
-    stack_info = LocalStack(outputs=outputs, resources=resources, functions=functions)
+    stack_info = LocalStack(
+        outputs=outputs, resources=resources, functions=functions, left_out=left_out
+    )
     apply_bucket_notifications(session, endpoint, notifications, resources)
     for mapping in lambda_.list_event_source_mappings()["EventSourceMappings"]:
         # moto would "run" these itself on SendMessage and swallow the messages: the runner owns

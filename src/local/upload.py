@@ -108,6 +108,11 @@ def upload(
         headers=headers,
         timeout=30,
     )
+    if created.status_code == 401:
+        raise SystemExit(
+            "POST /uploads answered 401: the API wants a token. Set OFFLOAD_API_TOKEN to the "
+            "one `make run` was started with: OFFLOAD_API_TOKEN=... make upload FILE=..."
+        )
     if created.status_code != 201:
         raise SystemExit(f"POST /uploads answered {created.status_code}: {created.text}")
     offer = created.json()
@@ -160,6 +165,9 @@ def main(path: str, api: str) -> int:
     file = Path(path)
     if not file.is_file():
         print(f"no such file: {path}", file=sys.stderr)
+        return 2
+    if file.stat().st_size == 0:
+        print(f"{path} is empty: nothing to upload", file=sys.stderr)
         return 2
     answer = upload(file, api.rstrip("/"), os.getenv("OFFLOAD_API_TOKEN"))
     print_result(answer)

@@ -200,7 +200,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.command == "purge" and not args.yes:
         names = ", ".join(p.name for p in pairs)
-        if input(f"Delete every message in the DLQ of {names}? [y/N] ").lower() != "y":
+        try:
+            answer = input(f"Delete every message in the DLQ of {names}? [y/N] ")
+        except EOFError:  # no terminal to ask
+            answer = ""
+        if answer.lower() != "y":
+            print("nothing purged (pass --yes to purge without asking)")
             return 1
     for pair in pairs:
         if args.command == "list":

@@ -54,10 +54,14 @@ class DurableBackgroundTasks:
     """Collects task calls during a request; they are enqueued when the endpoint returns."""
 
     def __init__(
-        self, correlation_id: str | None = None, idempotent: IdempotentRequest | None = None
+        self,
+        correlation_id: str | None = None,
+        idempotent: IdempotentRequest | None = None,
+        lambda_context: Any = None,
     ) -> None:
         self.correlation_id = correlation_id
         self.idempotent = idempotent
+        self.lambda_context = lambda_context  # under Mangum, the invocation's context
         self._calls: list[TaskCall] = []
         self._added = 0
 
@@ -82,7 +86,7 @@ class DurableBackgroundTasks:
         if not calls:
             return
         if self.idempotent is not None:
-            enqueue_idempotent(self.idempotent, calls, self.correlation_id)
+            enqueue_idempotent(self.idempotent, calls, self.correlation_id, self.lambda_context)
         else:
             enqueue(calls, correlation_id=self.correlation_id)
 
@@ -142,7 +146,11 @@ async def idempotent_request(request: Request) -> IdempotentRequest | None:
 
 
 async def durable_background_tasks(request: Request) -> AsyncIterator[DurableBackgroundTasks]:
-    tasks = DurableBackgroundTasks(correlation_id(request), await idempotent_request(request))
+    tasks = DurableBackgroundTasks(
+        correlation_id(request),
+        await idempotent_request(request),
+        request.scope.get("aws.context"),
+    )
     yield tasks
     if tasks.pending:
         try:

@@ -27,6 +27,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyAlreadyInProgressError,
     IdempotencyValidationError,
 )
+from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from offload.aws import idempotency
 from offload.enqueue import TaskCall, enqueue
@@ -61,7 +62,7 @@ def fingerprint(method: str, path: str, query: str, body: bytes) -> str:
 
 
 @cache
-def _guard(store: DynamoDBPersistenceLayer) -> Callable[..., Any]:
+def _guard(store: DynamoDBPersistenceLayer) -> tuple[IdempotencyConfig, Callable[..., Any]]:
     config = IdempotencyConfig(
         event_key_jmespath="key",
         payload_validation_jmespath="fingerprint",
@@ -81,22 +82,30 @@ def _guard(store: DynamoDBPersistenceLayer) -> Callable[..., Any]:
         config=config,
         key_prefix="offload-api",
     )(enqueue_once)
-    return guarded
+    return config, guarded
 
 
 def enqueue_idempotent(
-    request: IdempotentRequest, calls: Sequence[TaskCall], correlation_id: str | None
+    request: IdempotentRequest,
+    calls: Sequence[TaskCall],
+    correlation_id: str | None,
+    lambda_context: LambdaContext | None = None,
 ) -> None:
-    """Enqueue the calls unless this request was already enqueued under its key."""
+    """Enqueue the calls unless this request was already enqueued under its key.
+
+    With the Lambda context, a request whose function died while enqueueing frees its key at
+    the function's timeout, rather than answering 409 until the record expires.
+    """
     if not get_settings().idempotency_table:
         logger.warning("Idempotency-Key ignored: OFFLOAD_IDEMPOTENCY_TABLE is not set")
         enqueue(calls, correlation_id=correlation_id)
         return
     data = {"key": request.key, "fingerprint": request.fingerprint}
+    config, guarded = _guard(idempotency.api_persistence_layer())
+    if lambda_context is not None:
+        config.register_lambda_context(lambda_context)
     try:
-        _guard(idempotency.api_persistence_layer())(
-            request=data, calls=calls, correlation_id=correlation_id
-        )
+        guarded(request=data, calls=calls, correlation_id=correlation_id)
     except IdempotencyValidationError as exc:
         raise IdempotencyConflictError(
             "this Idempotency-Key was already used for a different request"

@@ -1,5 +1,6 @@
 """`python -m offload.dlq` against moto: list, redrive (moto's fallback) and purge."""
 
+import io
 import json
 from uuid import uuid4
 
@@ -67,6 +68,23 @@ def test_redrive_moves_messages_back_and_requeues_their_tasks(
 def test_purge_empties_the_dlq(dead_task: str, aws: AwsStack) -> None:
     assert dlq.main(["purge", "--queue", "tasks", "--yes"]) == 0
     assert aws.receive_all(aws.task_dlq) == []
+
+
+def test_purge_without_yes_and_no_terminal_purges_nothing(
+    dead_task: str,
+    aws: AwsStack,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Given no terminal to answer the question (stdin at EOF)
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+
+    # When purge runs without --yes
+    assert dlq.main(["purge", "--queue", "tasks"]) == 1
+
+    # Then it says so, and the dead letter is still there
+    assert "nothing purged (pass --yes" in capsys.readouterr().out
+    assert len(aws.receive_all(aws.task_dlq)) == 1
 
 
 def test_stack_outputs_give_the_queue_urls(

@@ -1,13 +1,16 @@
 """The API's Idempotency-Key header and correlation id, over HTTP against moto."""
 
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from api.main import app
+from api.main import app, handler
+from offload.aws import clients
 from offload.settings import get_settings
-from tests.support import AwsStack, task_message
+from tests.support import AwsStack, EventLoader, task_message
 
 
 @pytest.fixture
@@ -90,3 +93,30 @@ def test_a_retry_after_a_503_with_the_same_key_queues_the_task_for_real(
     assert status is not None
     assert status["state"] == "queued"
     assert "error" not in status
+
+
+def test_under_lambda_a_key_in_progress_frees_itself_at_the_function_timeout(
+    aws: AwsStack, event: EventLoader, lambda_context: Any
+) -> None:
+    # Given an API Gateway event with an Idempotency-Key, and a look at the idempotency table
+    # while the request is enqueueing (as a function that died at that moment would leave it)
+    request = event("api-emails.json")
+    request["headers"]["idempotency-key"] = "order-45"
+    seen: list[dict[str, Any]] = []
+
+    def peek(**_: Any) -> None:
+        seen.extend(aws.table_items(aws.idempotency_table))
+
+    sqs_client = clients.sqs()
+    sqs_client.meta.events.register("before-call.sqs.SendMessageBatch", peek)
+    try:
+        # When Lambda invokes the API handler
+        response = handler(request, lambda_context)
+    finally:
+        sqs_client.meta.events.unregister("before-call.sqs.SendMessageBatch", peek)
+
+    # Then the in-progress record expires with the invocation, not after the key's 24 h
+    assert response["statusCode"] == 202, response["body"]
+    (in_progress,) = [r for r in seen if r["status"]["S"] == "INPROGRESS"]
+    expires_ms = int(in_progress["in_progress_expiration"]["N"])
+    assert 0 < expires_ms / 1000 - time.time() <= lambda_context.timeout_seconds

@@ -23,12 +23,13 @@ import codecs
 import csv
 import gzip
 import io
+import operator
 import re
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from itertools import compress, islice
+from itertools import compress, islice, repeat
 from typing import IO, Any, Protocol
 
 from offload.uploads.errors import (
@@ -39,7 +40,7 @@ from offload.uploads.errors import (
 )
 
 SAMPLE_BYTES = 64 * 1024
-BATCH_ROWS = 2048
+BATCH_ROWS = 1024
 MAX_RAGGED_EXAMPLES = 100
 MAX_FIELD_CHARS = 1024 * 1024
 _MASK60 = (1 << 60) - 1
@@ -59,6 +60,7 @@ _MAGIC = (
     (b"7z\xbc\xaf", "a 7-Zip archive"),
     (b"SQLite format 3", "an SQLite database"),
 )
+_SPECIALS = (",", '"', "\n", "\r")  # what makes a cell need quotes
 _ASCII_SPACES = (" ", "\t", "\n", "\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x1f")
 # A column of one batch: its cells, and the cells joined by NUL (for C-level scans).
 Column = tuple[Sequence[str], str]
@@ -332,11 +334,16 @@ class Cleaner:
             if not rows:
                 return
             stats.read += len(rows)
-            if not all(map(width.__eq__, map(len, rows))):
+            try:
+                transposed = list(zip(*rows, strict=True))
+            except ValueError:
+                transposed = []
+            if len(transposed) != width:
                 rows = self._fix_ragged(rows, width, first_line)
                 if not rows:
                     continue
-            columns = _clean_columns(rows)
+                transposed = list(zip(*rows, strict=True))
+            columns = _clean_columns(rows, transposed)
             lines = list(map(",".join, rows))
             keep = self._keep(lines, blank_line)
             if keep is not None:
@@ -385,16 +392,18 @@ class Cleaner:
         hashes = list(map(_MASK60.__and__, map(hash, lines)))
         seen = self._seen
         stats = self.stats
-        if blank_line not in lines:
-            batch = set(hashes)
-            if len(batch) == len(hashes) and seen.isdisjoint(batch):
-                if stats.tracked + len(batch) <= stats.max_tracked:
-                    seen |= batch
-                    stats.tracked += len(batch)
+        n = len(hashes)
+        if blank_line not in lines and seen.isdisjoint(hashes):
+            if stats.tracked + n <= stats.max_tracked:
+                before = len(seen)
+                seen.update(hashes)
+                if len(seen) - before == n:
+                    stats.tracked += n
                     return None
-                if stats.tracked >= stats.max_tracked:
-                    stats.untracked += len(batch)
-                    return None
+                seen.difference_update(hashes)  # a row repeats within the batch
+            elif stats.tracked >= stats.max_tracked:
+                stats.untracked += n
+                return None
         keep = []
         for line, h in zip(lines, hashes, strict=True):
             if line == blank_line:
@@ -435,24 +444,20 @@ def trim_column(cells: Sequence[str]) -> Column:
     return cells, joined
 
 
-def _clean_columns(rows: list[list[str]]) -> list[Column]:
+def _clean_columns(rows: list[list[str]], transposed: list[tuple[str, ...]]) -> list[Column]:
     """The batch's trimmed columns; `rows` are edited in place to hold their CSV-encoded cells.
 
     Only the columns that need trimming or quoting are written back into the rows, so the
     common batch costs one transposition and a few C-level scans per column.
     """
     columns: list[Column] = []
-    specials = (",", '"', "\n", "\r")
-    for index, cells in enumerate(zip(*rows, strict=True)):
+    for index, cells in enumerate(transposed):
         column = trim_column(cells)
         if column[0] is not cells:
             _set_column(rows, index, column[0])
-        joined = column[1]
-        if any(s in joined for s in specials):
-            if joined.count("\x00") == len(rows) - 1:
-                _set_column(rows, index, _quote_column(joined))
-            else:
-                _set_column(rows, index, [_quote(v, specials) for v in column[0]])
+        present = [s for s in _SPECIALS if s in column[1]]
+        if present:
+            _set_column(rows, index, _quote_cells(column, present))
         columns.append(column)
     return columns
 
@@ -462,33 +467,32 @@ def _set_column(rows: list[list[str]], index: int, values: Sequence[str]) -> Non
         row[index] = value
 
 
-def encode_rows(columns: Sequence[Column], delimiter: str = ",") -> list[str]:
-    """Each row as one CSV line (no line end), quoting only the cells that need it.
-
-    Works column by column: a column with no special character is used as it is; otherwise
-    its cells are quoted in one pass over the joined column.
-    """
+def encode_rows(columns: Sequence[Column]) -> list[str]:
+    """Each row as one CSV line (no line end), quoting only the cells that need it."""
     out: list[Sequence[str]] = []
-    specials = (delimiter, '"', "\n", "\r")
-    for cells, joined in columns:
-        if not any(s in joined for s in specials):
-            out.append(cells)
-        elif joined.count("\x00") == len(cells) - 1:
-            out.append(_quote_column(joined))
-        else:
-            out.append([_quote(v, specials) for v in cells])
-    return list(map(delimiter.join, zip(*out, strict=True)))
+    for column in columns:
+        present = [s for s in _SPECIALS if s in column[1]]
+        out.append(_quote_cells(column, present) if present else column[0])
+    return list(map(",".join, zip(*out, strict=True)))
 
 
-def _quote_column(joined: str) -> list[str]:
-    """Quote every cell of a NUL-joined column, without a Python loop per cell."""
-    return ('"' + joined.replace('"', '""').replace("\x00", '"\x00"') + '"').split("\x00")
+def _quote_cells(column: Column, present: list[str]) -> list[str]:
+    """The cells CSV-encoded: quoted when they hold one of `present` (the column's specials).
+
+    The encoding is one-to-one, so the encoded row can stand for the row when duplicates are
+    found. A column where every cell needs quotes is quoted in one pass over the joined cells.
+    """
+    cells, joined = column
+    needs = list(map(operator.contains, cells, repeat(present[0])))
+    for special in present[1:]:
+        needs = list(map(operator.or_, needs, map(operator.contains, cells, repeat(special))))
+    if all(needs) and joined.count("\x00") == len(cells) - 1:
+        return ('"' + joined.replace('"', '""').replace("\x00", '"\x00"') + '"').split("\x00")
+    return [_quoted(v) if need else v for v, need in zip(cells, needs, strict=True)]
 
 
-def _quote(value: str, specials: tuple[str, ...]) -> str:
-    if any(s in value for s in specials):
-        return '"' + value.replace('"', '""') + '"'
-    return value
+def _quoted(value: str) -> str:
+    return '"' + value.replace('"', '""') + '"'
 
 
 def read_errors() -> tuple[type[BaseException], ...]:

@@ -25,12 +25,18 @@ _BOOLEANS = _TRUE | {"false", "no"}
 
 
 def _json_ints(joined: str) -> list[Any] | None:
-    """Plain integers parsed by the C JSON decoder in one call (2-3x faster than int())."""
-    try:
-        numbers = json.loads("[" + joined.replace("\x00", ",") + "]")
-    except (ValueError, RecursionError):  # RecursionError: a cell of deeply nested brackets
+    """Plain integers parsed by the C JSON decoder in one call (2-3x faster than int()).
+
+    Only digits and minus signs go in, so whatever JSON accepts is a list of ints.
+    """
+    text = joined.replace("\x00", ",")
+    if not text.isascii() or not text.replace(",", "").replace("-", "").isdecimal():
         return None
-    return numbers if set(map(type, numbers)) == {int} else None
+    try:
+        numbers: list[Any] = json.loads(f"[{text}]")
+    except ValueError:
+        return None
+    return numbers
 
 
 def _parse(
@@ -66,9 +72,28 @@ def _all_dates(values: Sequence[str], joined: str) -> bool:
     digits = joined.replace("-", "").replace("\x00", "")
     if not (digits.isascii() and digits.isdigit()):
         return False
-    months = {a + b for a, b in set(zip(joined[5::11], joined[6::11], strict=True))}
-    days = {a + b for a, b in set(zip(joined[8::11], joined[9::11], strict=True))}
-    return all("01" <= m <= "12" for m in months) and all("01" <= d <= "31" for d in days)
+    data = joined.encode("ascii")
+    return _two_digits_within(data, 5, n, 1, 12) and _two_digits_within(data, 8, n, 1, 31)
+
+
+_DIGIT_VALUES = bytes.maketrans(b"0123456789", bytes(range(10)))
+
+
+def _two_digits_within(data: bytes, start: int, n: int, low: int, high: int) -> bool:
+    """Whether the two digits at `start` of each 11-byte date are all within [low, high].
+
+    The n numbers are checked at once as the bytes of one big int: each byte holds a number
+    below 100, so adding an offset sets its top bit exactly when the number passes a bound,
+    without carrying into the next byte.
+    """
+    tens = int.from_bytes(data[start::11].translate(_DIGIT_VALUES), "big")
+    ones = int.from_bytes(data[start + 1 :: 11].translate(_DIGIT_VALUES), "big")
+    numbers = 10 * tens + ones
+    unit = int.from_bytes(b"\x01" * n, "big")
+    top = unit << 7
+    at_least_low = (numbers + (128 - low) * unit) & top == top
+    above_high = (numbers + (127 - high) * unit) & top
+    return at_least_low and not above_high
 
 
 @dataclass

@@ -313,3 +313,29 @@ def test_a_deeply_nested_cell_in_a_number_column_is_just_a_string() -> None:
 
     assert column(summary, "id")["type"] == "string"
     assert len(sink.rows) == 4
+
+
+def test_a_duplicate_far_from_its_first_row_is_found_however_its_neighbours_are_quoted() -> None:
+    # Given a row repeated thousands of rows later, first next to a cell that needs quotes
+    unique = "".join(f"{i},plain {i}\n" for i in range(3, 6000))
+    data = f'k,v\n1,same\n2,"needs, quotes"\n{unique}1,same\n'.encode()
+    # When it is processed
+    summary, sink = run(data)
+    # Then the repeat is dropped, and only the cell that needs quotes has them
+    assert summary["rows"]["duplicate"] == 1
+    assert sink.rows.count(["1", "same"]) == 1
+    assert sink.text.startswith('k,v\n1,same\n2,"needs, quotes"\n3,plain 3\n')
+
+
+@pytest.mark.parametrize("late", ["2024-13-01", "2024-00-10", "2024-01-32", "2024-01-00", "2024-1-01"])
+def test_an_implausible_date_late_in_the_file_makes_the_column_text(late: str) -> None:
+    dates = "".join(f"2024-{i % 12 + 1:02d}-{i % 31 + 1:02d}\n" for i in range(5000))
+    summary, _ = run(f"d\n{dates}{late}\n".encode())
+    assert column(summary, "d")["type"] == "string"
+
+
+def test_dates_across_batches_keep_their_range() -> None:
+    dates = "".join(f"{1990 + i % 30}-{i % 12 + 1:02d}-{i % 31 + 1:02d}\n" for i in range(5000))
+    summary, _ = run(f"d\n{dates}".encode())
+    d = column(summary, "d")
+    assert (d["type"], d["min"], d["max"], d["count"]) == ("date", "1990-01-01", "2019-12-31", 5000)
