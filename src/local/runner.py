@@ -56,13 +56,22 @@ def _say(message: str) -> None:
 
 
 class _MotoNotImplemented(logging.Filter):
-    """One line instead of a traceback when a client calls what moto does not emulate."""
+    """One line, once, instead of a traceback (per SDK retry) when a client calls what moto
+    does not emulate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
 
     def filter(self, record: logging.LogRecord) -> bool:
         last_line = record.getMessage().rsplit("\n", 1)[-1]  # werkzeug logs the traceback text
-        if last_line.startswith("NotImplementedError: "):
-            error = last_line.removeprefix("NotImplementedError: ")
-            record.msg, record.args = f"{'':10}[moto] {error} (not emulated locally)", ()
+        if not last_line.startswith("NotImplementedError: "):
+            return True
+        error = last_line.removeprefix("NotImplementedError: ")
+        if error in self.seen:
+            return False
+        self.seen.add(error)
+        record.msg, record.args = f"{'':10}[moto] {error} (not emulated locally)", ()
         return True
 
 
@@ -111,6 +120,9 @@ class LocalSystem:
             (self.options.api_port, "--api-port"),
         ):
             with socket.socket() as probe:
+                # As the servers do: connections of a run that just stopped (TIME_WAIT) must not
+                # make the port look taken; a listener still does.
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
                     probe.bind((self.options.host, port))
                 except OSError:
@@ -227,7 +239,7 @@ class LocalSystem:
             if level in {"INFO", "DEBUG"} and not self.options.verbose:
                 continue
             keys = " ".join(
-                f"{k}={record[k]}"
+                f"{k}={' '.join(str(record[k]).split())}"  # one line, also for multi-line errors
                 for k in ("task_id", "kind", "attempt", "error", "reason", "retry_in_seconds")
                 if k in record
             )
@@ -314,7 +326,7 @@ def run(options: Options) -> None:
             f"""
   Offload is running locally.
     API          {api}   (docs: {api}/docs)
-    Embedded AWS {system.moto_url}   (AWS_ENDPOINT_URL for boto3 / aws cli)
+    Embedded AWS {system.moto_url}   (AWS_ENDPOINT_URL for boto3, --endpoint-url for the aws cli)
 
   Try:
     curl -X POST {api}/send-notification/you@example.com{auth}

@@ -31,18 +31,22 @@ def _io_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=4, thread_name_prefix="offload-enqueue")
 
 
-def _record_queued(messages: Sequence[TaskMessage]) -> None:
+def _record_queued(messages: Sequence[TaskMessage], owner: str | None) -> None:
     for message in messages:
-        tasks_table.create(message.task_id, message.kind)
+        tasks_table.create(message.task_id, message.kind, owner)
 
 
-def enqueue(calls: Sequence[TaskCall], correlation_id: str | None = None) -> list[TaskMessage]:
+def enqueue(
+    calls: Sequence[TaskCall], correlation_id: str | None = None, owner: str | None = None
+) -> list[TaskMessage]:
     """Record every task as queued and send the messages, batched per queue.
 
     The status write and the SQS send run side by side. The status write is conditional, so a
     worker that is already running the task is never set back to queued. If SQS refuses a
     message, its task is marked failed and EnqueueError is raised: the caller answers 503 rather
-    than promise work that was never queued.
+    than promise work that was never queued. A task SQS accepted is durable even if its status
+    write failed: that is logged as a warning, and the worker's first transition creates the
+    record (without an owner, so readable by any caller).
     """
     settings = get_settings()
     messages = [
@@ -60,11 +64,15 @@ def enqueue(calls: Sequence[TaskCall], correlation_id: str | None = None) -> lis
     for call, message in zip(calls, messages, strict=True):
         by_queue[call.definition.queue].append(message)
 
-    recorded = _io_pool().submit(_record_queued, messages)
+    recorded = _io_pool().submit(_record_queued, messages, owner)
     refused: dict[UUID, str] = {}
     for queue, batch in by_queue.items():
         refused.update(sqs.send_messages(settings.queue_url(queue), batch))
-    recorded.result()
+    try:
+        recorded.result()
+        unrecorded = None
+    except Exception as exc:  # the tasks SQS took are durable: warn below, still answer 202
+        unrecorded = f"{type(exc).__name__}: {exc}"
 
     for message in messages:
         reason = refused.get(message.task_id)
@@ -74,11 +82,19 @@ def enqueue(calls: Sequence[TaskCall], correlation_id: str | None = None) -> lis
             "correlation_id": correlation_id,
         }
         if reason is None:
+            if unrecorded is not None:
+                logger.warning(
+                    "task queued but its status was not recorded; the worker will record it",
+                    extra={**extra, "reason": unrecorded},
+                )
             logger.info("task queued", extra=extra)
         else:
-            error = f"not enqueued: {reason}"
-            tasks_table.transition(message.task_id, message.kind, TaskState.FAILED, error=error)
             logger.error("task not enqueued", extra={**extra, "reason": reason})
+            error = f"not enqueued: {reason}"
+            try:
+                tasks_table.transition(message.task_id, message.kind, TaskState.FAILED, error=error)
+            except Exception:  # the client gets its 503 all the same
+                logger.exception("task not marked failed", extra=extra)
     if refused:
         raise EnqueueError(f"SQS did not accept {len(refused)} of {len(messages)} tasks")
     return messages

@@ -9,6 +9,10 @@
 add_task accepts only functions decorated with @offload.task and validates their arguments at
 once. The tasks are sent to SQS in one batch when the endpoint returns, before the response goes
 out, so a 2xx means the work is durable. If SQS refuses them the client gets a 503 instead.
+
+With no queue URL configured and not on Lambda (plain uvicorn), the tasks run in-process after
+the response instead, NOT durably, and the logs say so (offload.in_process). On Lambda that is
+a 503. Each task records its caller (the JWT `sub`) as its owner; see caller_subject.
 """
 
 from collections.abc import AsyncIterator, Callable
@@ -17,10 +21,12 @@ from uuid import UUID
 
 from anyio import CapacityLimiter, to_thread
 from anyio.lowlevel import RunVar
+from fastapi import BackgroundTasks as InProcessTasks
 from fastapi import Depends, HTTPException, Request, status
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from offload import in_process
 from offload.enqueue import TaskCall, enqueue
 from offload.idempotency_keys import HEADER as IDEMPOTENCY_HEADER
 from offload.idempotency_keys import (
@@ -58,10 +64,15 @@ class DurableBackgroundTasks:
         correlation_id: str | None = None,
         idempotent: IdempotentRequest | None = None,
         lambda_context: Any = None,
+        owner: str | None = None,
+        in_process_tasks: InProcessTasks | None = None,
     ) -> None:
         self.correlation_id = correlation_id
         self.idempotent = idempotent
         self.lambda_context = lambda_context  # under Mangum, the invocation's context
+        self.owner = owner  # the caller's subject, stored on each task
+        # The request's own BackgroundTasks: the in-process fallback runs tasks after the response.
+        self.in_process_tasks = in_process_tasks
         self._calls: list[TaskCall] = []
         self._added = 0
 
@@ -85,10 +96,21 @@ class DurableBackgroundTasks:
         calls, self._calls = self._calls, []
         if not calls:
             return
-        if self.idempotent is not None:
-            enqueue_idempotent(self.idempotent, calls, self.correlation_id, self.lambda_context)
-        else:
-            enqueue(calls, correlation_id=self.correlation_id)
+        local = in_process.unqueued(calls)  # raises QueueNotConfiguredError on Lambda
+        if local and self.in_process_tasks is None:
+            raise in_process.QueueNotConfiguredError("no queue URL is set and no request to run in")
+        local_ids = {call.task_id for call in local}
+        queued = [call for call in calls if call.task_id not in local_ids]
+        if queued and self.idempotent is not None:
+            enqueue_idempotent(
+                self.idempotent, queued, self.correlation_id, self.lambda_context, self.owner
+            )
+        elif queued:
+            enqueue(queued, correlation_id=self.correlation_id, owner=self.owner)
+        if local and self.in_process_tasks is not None:
+            in_process.accept(local, self.owner)
+            for call in local:
+                self.in_process_tasks.add_task(in_process.run, call)
 
 
 def correlation_id(request: Request) -> str | None:
@@ -122,12 +144,16 @@ class CorrelationIdHeader:
         await self.app(scope, receive, send_with_header)
 
 
-def _caller(request: Request) -> str:
-    """Who an Idempotency-Key belongs to: the JWT subject under API Gateway."""
+def caller_subject(request: Request) -> str | None:
+    """The caller: the JWT `sub` claim API Gateway's authorizer put in the event (under Mangum).
+
+    None without a JWT (the local system, plain uvicorn): such tasks have no owner.
+    """
     event = request.scope.get("aws.event") or {}
     authorizer = (event.get("requestContext") or {}).get("authorizer") or {}
     claims = (authorizer.get("jwt") or {}).get("claims") or {}
-    return str(claims.get("sub") or "anonymous")
+    subject = claims.get("sub")
+    return str(subject) if subject else None
 
 
 async def idempotent_request(request: Request) -> IdempotentRequest | None:
@@ -142,14 +168,19 @@ async def idempotent_request(request: Request) -> IdempotentRequest | None:
         )
     body = await request.body()
     digest = fingerprint(request.method, request.url.path, request.url.query, body)
-    return IdempotentRequest(key=f"{_caller(request)}\n{key}", fingerprint=digest)
+    scope = caller_subject(request) or "anonymous"
+    return IdempotentRequest(key=f"{scope}\n{key}", fingerprint=digest)
 
 
-async def durable_background_tasks(request: Request) -> AsyncIterator[DurableBackgroundTasks]:
+async def durable_background_tasks(
+    request: Request, in_process_tasks: InProcessTasks
+) -> AsyncIterator[DurableBackgroundTasks]:
     tasks = DurableBackgroundTasks(
         correlation_id(request),
         await idempotent_request(request),
         request.scope.get("aws.context"),
+        owner=caller_subject(request),
+        in_process_tasks=in_process_tasks,
     )
     yield tasks
     if tasks.pending:
@@ -158,6 +189,9 @@ async def durable_background_tasks(request: Request) -> AsyncIterator[DurableBac
         except IdempotencyConflictError as exc:
             # Same key, different request (or the first still running): documented as 409.
             raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from exc
+        except in_process.QueueNotConfiguredError as exc:
+            # A deployment error, not a transient one: no Retry-After.
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc)) from exc
 
 
 BackgroundTasks = Annotated[

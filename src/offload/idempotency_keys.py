@@ -71,9 +71,12 @@ def _guard(store: DynamoDBPersistenceLayer) -> tuple[IdempotencyConfig, Callable
     )
 
     def enqueue_once(
-        request: dict[str, str], calls: Sequence[TaskCall], correlation_id: str | None
+        request: dict[str, str],
+        calls: Sequence[TaskCall],
+        correlation_id: str | None,
+        owner: str | None,
     ) -> dict[str, Any]:
-        messages = enqueue(calls, correlation_id=correlation_id)
+        messages = enqueue(calls, correlation_id=correlation_id, owner=owner)
         return {"task_ids": [str(m.task_id) for m in messages]}
 
     guarded: Callable[..., Any] = idempotent_function(
@@ -90,6 +93,7 @@ def enqueue_idempotent(
     calls: Sequence[TaskCall],
     correlation_id: str | None,
     lambda_context: LambdaContext | None = None,
+    owner: str | None = None,
 ) -> None:
     """Enqueue the calls unless this request was already enqueued under its key.
 
@@ -98,14 +102,14 @@ def enqueue_idempotent(
     """
     if not get_settings().idempotency_table:
         logger.warning("Idempotency-Key ignored: OFFLOAD_IDEMPOTENCY_TABLE is not set")
-        enqueue(calls, correlation_id=correlation_id)
+        enqueue(calls, correlation_id=correlation_id, owner=owner)
         return
     data = {"key": request.key, "fingerprint": request.fingerprint}
     config, guarded = _guard(idempotency.api_persistence_layer())
     if lambda_context is not None:
         config.register_lambda_context(lambda_context)
     try:
-        guarded(request=data, calls=calls, correlation_id=correlation_id)
+        guarded(request=data, calls=calls, correlation_id=correlation_id, owner=owner)
     except IdempotencyValidationError as exc:
         raise IdempotencyConflictError(
             "this Idempotency-Key was already used for a different request"

@@ -53,3 +53,9 @@ class TaskRecord(BaseModel):
     updated_at: datetime
     error: str | None = None
     result: Any = None
+    # The subject (JWT `sub`) of the caller who created the task; None: anyone may read it.
+    owner: str | None = None
+
+    def visible_to(self, subject: str | None) -> bool:
+        """Whether `subject` may read this task: its owner, or anyone if it has none."""
+        return self.owner is None or self.owner == subject

@@ -1,13 +1,20 @@
 """Transient failures: the task becomes `retrying` (or `dead` on its last receive), and its
-message comes back after an exponential backoff with jitter."""
+message comes back after an exponential backoff with jitter. Permanent ones: the message is
+copied to the DLQ at once (dead_letter)."""
 
 import random
+from typing import TYPE_CHECKING
 from uuid import UUID
+
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from offload.aws import sqs, tasks_table
 from offload.models import TaskState
 from offload.observability import logger
 from offload.settings import get_settings
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs.type_defs import MessageAttributeValueTypeDef
 
 
 def backoff_seconds(attempt: int) -> int:
@@ -40,3 +47,15 @@ def show_again_in(queue_url: str, receipt_handle: str, seconds: int) -> None:
             "message visibility not changed; it returns after the queue's visibility timeout",
             extra={"reason": refused, "wanted_seconds": seconds},
         )
+
+
+def dead_letter(record: SQSRecord, dlq_url: str, reason: str) -> None:
+    """Copy the message to a DLQ with the reason (attribute `error`); the caller then reports
+    the record as processed, so that Lambda deletes the original."""
+    attributes: dict[str, MessageAttributeValueTypeDef] = {
+        name: {"DataType": value.data_type, "StringValue": value.string_value or ""}
+        for name, value in record.message_attributes.items()
+        if value.data_type.startswith(("String", "Number")) and name != "error"
+    }
+    attributes["error"] = {"DataType": "String", "StringValue": reason[:1000]}
+    sqs.send_raw(dlq_url, record.body, attributes)

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from contextlib import suppress
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from uuid import UUID
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -34,7 +34,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
 from offload import claim_check
-from offload.aws import idempotency, sqs, tasks_table
+from offload.aws import idempotency, tasks_table
 from offload.errors import (
     InvalidMessageError,
     PermanentTaskError,
@@ -44,12 +44,13 @@ from offload.errors import (
 from offload.models import TaskMessage, TaskState
 from offload.observability import logger, metrics
 from offload.registry import QueueName, get_task
-from offload.retries import backoff_seconds, record_transient_failure, show_again_in
+from offload.retries import (
+    backoff_seconds,
+    dead_letter,
+    record_transient_failure,
+    show_again_in,
+)
 from offload.settings import get_settings
-
-if TYPE_CHECKING:
-    from mypy_boto3_sqs.type_defs import MessageAttributeValueTypeDef
-
 
 # The most SQS allows for a message's visibility timeout (12 hours).
 MAX_VISIBILITY_SECONDS = 43_200
@@ -111,13 +112,7 @@ def _guess_task_id(record: SQSRecord) -> UUID | None:
 
 def _dead_letter(record: SQSRecord, queue: QueueName, reason: str) -> None:
     """Copy the message to the queue's DLQ with the reason; the caller lets Lambda delete it."""
-    attributes: dict[str, MessageAttributeValueTypeDef] = {
-        name: {"DataType": value.data_type, "StringValue": value.string_value or ""}
-        for name, value in record.message_attributes.items()
-        if value.data_type.startswith(("String", "Number")) and name != "error"
-    }
-    attributes["error"] = {"DataType": "String", "StringValue": reason[:1000]}
-    sqs.send_raw(get_settings().dlq_url(queue), record.body, attributes)
+    dead_letter(record, get_settings().dlq_url(queue), reason)
 
 
 def _attribute(record: SQSRecord, name: str) -> str | None:

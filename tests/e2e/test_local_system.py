@@ -3,13 +3,15 @@
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from typing import Any
 
+import boto3
 import pytest
 import requests
 
 from tests.e2e.conftest import LocalSystem
-from tests.support import ROOT, SENDER
+from tests.support import REGION, ROOT, SENDER
 
 pytestmark = pytest.mark.e2e
 
@@ -35,6 +37,24 @@ def sent_emails(system: LocalSystem) -> list[dict[str, Any]]:
     data = requests.get(f"{system.moto_url}/moto-api/data.json", timeout=5).json()
     messages: list[dict[str, Any]] = data.get("ses", {}).get("Message", [])
     return messages
+
+
+def task_ids_created_since(system: LocalSystem, since: datetime) -> set[str]:
+    """The ids of the task records created at or after `since`, read from moto's DynamoDB."""
+    dynamodb = boto3.client(
+        "dynamodb",
+        endpoint_url=system.moto_url,
+        region_name=REGION,
+        aws_access_key_id="local",
+        aws_secret_access_key="local",  # moto's dummy credentials
+    )
+    [table] = [t for t in dynamodb.list_tables()["TableNames"] if "TasksTable" in t]
+    items = dynamodb.scan(TableName=table)["Items"]
+    return {
+        item["task_id"]["S"]
+        for item in items
+        if datetime.fromisoformat(item["created_at"]["S"]) >= since
+    }
 
 
 def local_url(system: LocalSystem, status_url: str) -> str:
@@ -105,18 +125,36 @@ def test_email_with_defaults_is_sent(local_system: LocalSystem) -> None:
 
 
 def test_invalid_email_is_422_and_nothing_is_sent(local_system: LocalSystem) -> None:
+    since = datetime.now(UTC)
     before = len(sent_emails(local_system))
 
+    # When an invalid email is posted
     response = requests.post(
         f"{local_system.api_url}/emails",
         json={"to": "not-an-address", "subject": "Never", "text": "x"},
         timeout=10,
     )
 
+    # Then it is refused, naming the field
     assert response.status_code == 422
     assert ["body", "to"] in [e["loc"] for e in response.json()["detail"]]
-    time.sleep(1.5)  # a poller would have picked up a message by now
-    assert len(sent_emails(local_system)) == before
+
+    # And when a valid email follows it on the same queue and has been sent (anything the
+    # invalid request had queued would have reached the EmailWorker by then)
+    valid = requests.post(
+        f"{local_system.api_url}/emails",
+        json={"to": "e2e-dave@example.com", "subject": "After the 422", "text": "Only me"},
+        timeout=10,
+    )
+    assert valid.status_code == 202, valid.text
+    task = wait_for_final_state(local_system, local_url(local_system, valid.json()["status_url"]))
+    assert task["state"] == "succeeded", task
+
+    # Then SES sent exactly that one email, and the only task recorded since is the valid one
+    emails = sent_emails(local_system)
+    assert len(emails) == before + 1
+    assert [m["destinations"]["ToAddresses"] for m in emails[before:]] == [["e2e-dave@example.com"]]
+    assert task_ids_created_since(local_system, since) == {valid.json()["task_id"]}
 
 
 def test_unknown_task_is_404(local_system: LocalSystem) -> None:

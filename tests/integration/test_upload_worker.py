@@ -25,7 +25,7 @@ from offload.aws import clients, sqs, tasks_table
 from offload.models import TaskState
 from offload.settings import get_settings
 from offload.uploads.models import UPLOAD_KIND
-from tests.support import REGION, AwsStack, EventLoader
+from tests.support import REGION, AwsStack, EventLoader, JsonLogs
 from workers.upload import handler
 
 SQS_UPLOAD = UUID("3f2b8d4e-1c6a-4f7b-8e9d-5a4b3c2d1e0f")
@@ -48,6 +48,7 @@ class Uploads:
     def __init__(self, stack: AwsStack) -> None:
         self.bucket = stack.environment["OFFLOAD_UPLOAD_BUCKET"]
         self.queue = stack.environment["OFFLOAD_UPLOAD_QUEUE_URL"]
+        self.dlq = stack.environment["OFFLOAD_UPLOAD_DLQ_URL"]
         self.s3 = boto3.client("s3", region_name=REGION)
         self.sqs = boto3.client("sqs", region_name=REGION)
         self.stack = stack
@@ -75,6 +76,7 @@ class Uploads:
         for key in self.keys():
             self.s3.delete_object(Bucket=self.bucket, Key=key)
         self.sqs.purge_queue(QueueUrl=self.queue)
+        self.sqs.purge_queue(QueueUrl=self.dlq)
 
 
 @pytest.fixture
@@ -280,6 +282,44 @@ def test_one_bad_message_never_fails_the_batch(
     assert response == {"batchItemFailures": []}
     assert uploads.task(SQS_UPLOAD).state is TaskState.SUCCEEDED
     assert uploads.task(UNICODE_UPLOAD).state is TaskState.FAILED
+    assert [m["Body"] for m in uploads.stack.receive_all(uploads.dlq)] == ["hello"]
+
+
+def test_a_message_that_is_not_an_s3_notification_goes_to_the_dlq_with_its_reason(
+    uploads: Uploads, event: EventLoader, lambda_context: Any, json_logs: JsonLogs
+) -> None:
+    # Given a poison message on the UploadQueue: JSON, but not an S3 notification
+    poison = event("sqs-upload-poison.json")
+    record = poison["Records"][0]
+
+    # When the UploadWorker gets it
+    response = handler(poison, lambda_context)
+
+    # Then it is reported as processed (Lambda deletes it: no retry loop)...
+    assert response == {"batchItemFailures": []}
+    # ...and a copy is in the UploadDeadLetterQueue, with the reason
+    [dead] = uploads.stack.receive_all(uploads.dlq)
+    assert dead["Body"] == record["body"]
+    reason = dead["MessageAttributes"]["error"]["StringValue"]
+    assert reason.startswith("not an S3 notification: ValueError(")
+    # And the error log names the message
+    [line] = json_logs.find("poison message sent to the DLQ")
+    assert (line["level"], line["message_id"]) == ("ERROR", record["messageId"])
+    assert line["reason"] == reason
+
+
+def test_without_a_dlq_url_a_poison_message_is_failed_not_dropped(
+    uploads: Uploads, event: EventLoader, lambda_context: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a worker that does not know its DLQ
+    monkeypatch.delenv("OFFLOAD_UPLOAD_DLQ_URL")
+    get_settings.cache_clear()
+
+    # When a poison message arrives, then the record fails, so that SQS's redrive policy moves
+    # it to the DLQ after its receives (Powertools fails the invocation: every record failed)
+    with pytest.raises(BatchProcessingError):
+        handler(event("sqs-upload-poison.json"), lambda_context)
+    assert uploads.stack.receive_all(uploads.dlq) == []
 
 
 def test_an_unexpected_error_while_processing_is_retried_not_dropped(

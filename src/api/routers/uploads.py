@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from api.models import ErrorDetail
 from api.security import BODY_ERRORS, UNAUTHORIZED
 from offload.aws import tasks_table, uploads_s3
+from offload.fastapi import caller_subject
 from offload.models import TaskState
 from offload.settings import get_settings
 from offload.uploads.models import UPLOAD_KIND, UploadCreate, result_keys, upload_key
@@ -64,7 +65,7 @@ async def create_upload(
     bucket = _bucket()
     upload_id = uuid4()
     key = upload_key(upload_id, upload.filename)
-    await run_in_threadpool(tasks_table.create, upload_id, UPLOAD_KIND)
+    await run_in_threadpool(tasks_table.create, upload_id, UPLOAD_KIND, caller_subject(request))
     post = await run_in_threadpool(
         lambda: uploads_s3.presigned_post(
             bucket,
@@ -92,10 +93,14 @@ async def create_upload(
     name="get_upload",
     responses={status.HTTP_404_NOT_FOUND: {"model": ErrorDetail, "description": "No such upload."}},
 )
-async def get_upload(upload_id: UUID) -> UploadPublic:
-    """The upload's state; once it succeeded, its summary and links to the results."""
+async def get_upload(upload_id: UUID, request: Request) -> UploadPublic:
+    """The upload's state; once it succeeded, its summary and links to the results.
+
+    Only its creator (the JWT subject) sees it; to anyone else it does not exist.
+    """
     record = await run_in_threadpool(tasks_table.get, upload_id)
-    if record is None or record.kind != UPLOAD_KIND:
+    visible = record is not None and record.visible_to(caller_subject(request))
+    if record is None or not visible or record.kind != UPLOAD_KIND:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no upload {upload_id}")
     summary = record.result if isinstance(record.result, dict) else None
     results = None

@@ -19,25 +19,29 @@ def _expires_at(now: datetime) -> str:
     return str(int((now + timedelta(days=get_settings().task_ttl_days)).timestamp()))
 
 
-def create(task_id: UUID, kind: str) -> bool:
+def create(task_id: UUID, kind: str, owner: str | None = None) -> bool:
     """Record a new task as queued. False if a worker has already recorded it.
 
     A task whose enqueue failed is queued afresh: an Idempotency-Key retry reuses its id.
+    `owner` is the caller's subject (the JWT `sub`); only that caller may read the task.
     """
     now = utcnow()
     table = clients.dynamodb()
+    item: dict[str, AttributeValueTypeDef] = {
+        "task_id": {"S": str(task_id)},
+        "kind": {"S": kind},
+        "state": {"S": TaskState.QUEUED.value},
+        "attempts": {"N": "0"},
+        "created_at": {"S": now.isoformat()},
+        "updated_at": {"S": now.isoformat()},
+        "expires_at": {"N": _expires_at(now)},
+    }
+    if owner:
+        item["owner"] = {"S": owner}
     try:
         table.put_item(
             TableName=get_settings().tasks_table,
-            Item={
-                "task_id": {"S": str(task_id)},
-                "kind": {"S": kind},
-                "state": {"S": TaskState.QUEUED.value},
-                "attempts": {"N": "0"},
-                "created_at": {"S": now.isoformat()},
-                "updated_at": {"S": now.isoformat()},
-                "expires_at": {"N": _expires_at(now)},
-            },
+            Item=item,
             ConditionExpression="attribute_not_exists(task_id) OR #state = :failed",
             ExpressionAttributeNames={"#state": "state"},
             ExpressionAttributeValues={":failed": {"S": TaskState.FAILED.value}},
@@ -134,4 +138,5 @@ def get(task_id: UUID) -> TaskRecord | None:
         updated_at=datetime.fromisoformat(item["updated_at"]["S"]),
         error=item["error"]["S"] if "error" in item else None,
         result=json.loads(item["result"]["S"]) if "result" in item else None,
+        owner=item["owner"]["S"] if "owner" in item else None,
     )

@@ -10,13 +10,15 @@
   cells are empty is trimmed, a long row with data in its extra cells is dropped (its values
   cannot be placed in a column).
 
-Work is done per batch of rows, column by column, so the per-cell loops run in C.
+Work is done per batch of rows, column by column, so the per-cell loops run in C. Batches are
+small (about 100 KB of text) so that each one's objects stay in the CPU cache.
 
-Duplicates are found with a set of 60-bit row fingerprints (Python's hash of the trimmed row):
-memory is O(unique rows) at about 60 bytes each in CPython (the 16-byte digest plus the set's
-slot and object overhead). `max_tracked_rows` caps it; past the cap, rows are still checked
-against the fingerprints already held but not added, and the summary says so. Two different
-rows share a fingerprint with a probability of about n²/2⁶¹ (4e-7 for a million rows).
+Duplicates are found with a set of 60-bit row fingerprints (Python's hash of the row's cleaned
+CSV line, which quotes a cell only when it must, so a row has exactly one line): memory is
+O(unique rows) at about 60 bytes each in CPython (a 32-byte int plus the set's slot).
+`max_tracked_rows` caps it; past the cap, rows are still checked against the fingerprints
+already held but not added, and the summary says so. Two different rows share a fingerprint
+with a probability of about n²/2⁶¹ (4e-7 for a million rows).
 """
 
 import codecs

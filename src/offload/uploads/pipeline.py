@@ -1,7 +1,7 @@
 """Process one uploaded file: a byte stream in, cleaned CSV chunks out to a sink, a summary back.
 
 Memory stays flat whatever the file size: the source is read in 1 MiB blocks, rows are handled
-in batches of a few thousand, and cleaned CSV is handed to the sink batch by batch. The one thing
+in batches of about a thousand, and cleaned CSV is handed to the sink batch by batch. The one thing
 that grows is the duplicate-row fingerprint set, capped by `Limits.max_tracked_rows`.
 """
 

@@ -7,7 +7,10 @@ For each ObjectCreated record under `uploads/{upload_id}/`:
 - a file that can never succeed (empty, not text, over the limit, deleted) makes the task
   `failed` with the reason, and the record counts as handled: no retry, no DLQ;
 - any other error (throttling, a timeout) is retried by the queue with backoff; the task is
-  `retrying`, then `dead` when the message reaches the DLQ.
+  `retrying`, then `dead` when the message reaches the DLQ;
+- a message that is not an S3 notification (poison) is copied to the UploadDeadLetterQueue at
+  once with the reason and reported as processed; without OFFLOAD_UPLOAD_DLQ_URL it is failed,
+  so that the queue's redrive policy moves it there after its receives.
 
 Reprocessing an object writes the same results again, so a duplicate that slips past the state
 check (two deliveries at once) still leaves exactly one result of each.
@@ -26,14 +29,24 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from offload.aws import tasks_table, uploads_s3
-from offload.errors import TransientTaskError
+from offload.errors import InvalidMessageError, TransientTaskError
 from offload.models import TaskState
 from offload.observability import logger, metrics
-from offload.retries import backoff_seconds, record_transient_failure, show_again_in
+from offload.retries import (
+    backoff_seconds,
+    dead_letter,
+    record_transient_failure,
+    show_again_in,
+)
 from offload.settings import get_settings
 from offload.uploads import pipeline
 from offload.uploads.errors import InvalidUploadError, UploadTooLargeError
 from offload.uploads.models import UPLOAD_KIND, parse_upload_key, result_keys
+
+
+class InvalidUploadMessageError(InvalidMessageError):
+    """An UploadQueue message that is not an S3 notification."""
+
 
 # DynamoDB items hold at most 400 KB: a larger summary stays in summary.json only.
 MAX_RESULT_CHARS = 200_000
@@ -200,10 +213,7 @@ def handle_sqs_record(record: SQSRecord, context: LambdaContext) -> int:
     except (ValueError, KeyError, TypeError) as exc:
         # Not an S3 notification: no task to tell, and retrying cannot help. Only the parsing
         # is guarded here: an error while processing must not drop the message.
-        logger.error(
-            "message is not an S3 notification; dropped",
-            extra={"message_id": record.message_id, "reason": repr(exc)},
-        )
+        _poison(record, f"not an S3 notification: {exc!r}")
         return 0
     try:
         objects_done = process_objects(objects, attempt)
@@ -214,6 +224,18 @@ def handle_sqs_record(record: SQSRecord, context: LambdaContext) -> int:
             show_again_in(settings.upload_queue_url, record.receipt_handle, delay)
         raise
     return len(objects_done)
+
+
+def _poison(record: SQSRecord, reason: str) -> None:
+    """Dead-letter a message that can never be processed, with the reason."""
+    dlq_url = get_settings().upload_dlq_url
+    keys = {"message_id": record.message_id, "reason": reason}
+    if not dlq_url:
+        logger.error("poison message; no OFFLOAD_UPLOAD_DLQ_URL, so it is failed", extra=keys)
+        raise InvalidUploadMessageError(reason)
+    dead_letter(record, dlq_url, reason)
+    logger.error("poison message sent to the DLQ", extra=keys)
+    metrics.add_metric(name="UploadMessagesDeadLettered", unit=MetricUnit.Count, value=1)
 
 
 def handle_s3_event(event: Mapping[str, Any]) -> dict[str, Any]:

@@ -327,15 +327,17 @@ def test_a_duplicate_far_from_its_first_row_is_found_however_its_neighbours_are_
     assert sink.text.startswith('k,v\n1,same\n2,"needs, quotes"\n3,plain 3\n')
 
 
-@pytest.mark.parametrize("late", ["2024-13-01", "2024-00-10", "2024-01-32", "2024-01-00", "2024-1-01"])
+@pytest.mark.parametrize(
+    "late", ["2024-13-01", "2024-00-10", "2024-01-32", "2024-01-00", "2024-1-01"]
+)
 def test_an_implausible_date_late_in_the_file_makes_the_column_text(late: str) -> None:
-    dates = "".join(f"2024-{i % 12 + 1:02d}-{i % 31 + 1:02d}\n" for i in range(5000))
-    summary, _ = run(f"d\n{dates}{late}\n".encode())
+    rows = "".join(f"{i},2024-{i % 12 + 1:02d}-{i % 31 + 1:02d}\n" for i in range(5000))
+    summary, _ = run(f"i,d\n{rows}0,{late}\n".encode())
     assert column(summary, "d")["type"] == "string"
 
 
 def test_dates_across_batches_keep_their_range() -> None:
-    dates = "".join(f"{1990 + i % 30}-{i % 12 + 1:02d}-{i % 31 + 1:02d}\n" for i in range(5000))
-    summary, _ = run(f"d\n{dates}".encode())
+    rows = "".join(f"{i},{1990 + i % 30}-{i % 12 + 1:02d}-{i % 31 + 1:02d}\n" for i in range(5000))
+    summary, _ = run(f"i,d\n{rows}".encode())
     d = column(summary, "d")
     assert (d["type"], d["min"], d["max"], d["count"]) == ("date", "1990-01-01", "2019-12-31", 5000)

@@ -1,0 +1,103 @@
+"""A task SQS accepted is durable, even when its "queued" status write fails."""
+
+from collections.abc import Iterator
+from typing import Any
+from uuid import UUID
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from fastapi.testclient import TestClient
+
+from api.main import app
+from local.lambda_runtime import LambdaContext, sqs_event
+from offload.aws import clients, sqs
+from tests.support import REGION, AwsStack, JsonLogs, task_message
+from workers import email as email_worker
+
+
+@pytest.fixture
+def tasks_table_refuses_writes(aws: AwsStack) -> Iterator[None]:
+    """DynamoDB throttles every PutItem on the tasks table (as during a throttling storm)."""
+
+    def throttle(params: dict[str, Any], **_: Any) -> None:
+        if params.get("TableName") == aws.tasks_table:
+            error = {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"}
+            raise ClientError({"Error": error}, "PutItem")
+
+    dynamodb = clients.dynamodb()
+    dynamodb.meta.events.register("before-parameter-build.dynamodb.PutItem", throttle)
+    try:
+        yield
+    finally:
+        dynamodb.meta.events.unregister("before-parameter-build.dynamodb.PutItem", throttle)
+
+
+def test_a_failed_status_write_after_sqs_took_the_task_still_answers_202(
+    aws: AwsStack, tasks_table_refuses_writes: None, json_logs: JsonLogs
+) -> None:
+    # Given a tasks table that refuses the "queued" write, when a client posts an email
+    with TestClient(app) as client:
+        response = client.post(
+            "/emails", json={"to": "hal@example.com", "subject": "Hi", "text": "Still sent"}
+        )
+
+    # Then it is accepted: the task is on SQS (a retry by the client would duplicate it)
+    assert response.status_code == 202, response.text
+    task_id = UUID(response.json()["task_id"])
+    [message] = aws.receive_all(aws.email_queue)
+    assert task_message(message).task_id == task_id
+    # And nothing is recorded yet, which a structured warning says
+    assert aws.task(task_id) is None
+    [warning] = json_logs.find(
+        "task queued but its status was not recorded; the worker will record it"
+    )
+    assert warning["level"] == "WARNING"
+    assert (warning["task_id"], warning["kind"]) == (str(task_id), "send_email")
+    assert "ProvisionedThroughputExceededException" in warning["reason"]
+
+
+def test_the_worker_creates_the_missing_record_and_sends_the_email(
+    aws: AwsStack, tasks_table_refuses_writes: None
+) -> None:
+    # Given a task queued while its status write failed
+    with TestClient(app) as client:
+        response = client.post(
+            "/emails", json={"to": "ivy@example.com", "subject": "Hi", "text": "Recorded later"}
+        )
+    assert response.status_code == 202, response.text
+    task_id = response.json()["task_id"]
+    messages = boto3.client("sqs", region_name=REGION).receive_message(
+        QueueUrl=aws.email_queue,
+        MaxNumberOfMessages=10,
+        MessageAttributeNames=["All"],
+        MessageSystemAttributeNames=["All"],
+    )["Messages"]
+
+    # When the EmailWorker runs it (its status writes are updates, not the refused PutItem)
+    event = sqs_event(messages, sqs.queue_arn(aws.email_queue))  # type: ignore[arg-type]
+    result = email_worker.handler(event, LambdaContext("offload-dev-EmailWorker", 30))
+
+    # Then the task gets its record, succeeded, and the email went out once
+    assert result == {"batchItemFailures": []}
+    record = aws.task(task_id)
+    assert record is not None
+    assert (record["state"], record["kind"], record["attempts"]) == ("succeeded", "send_email", "1")
+    assert [m.destinations["ToAddresses"] for m in aws.sent_emails()] == [["ivy@example.com"]]
+
+
+def test_sqs_refusing_the_task_is_still_503_when_the_status_write_fails_too(
+    aws: AwsStack, tasks_table_refuses_writes: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a queue URL SQS does not know, and a tasks table refusing writes
+    monkeypatch.setenv("OFFLOAD_EMAIL_QUEUE_URL", aws.email_queue + "-missing")
+    from offload.settings import get_settings
+
+    get_settings.cache_clear()
+
+    with TestClient(app) as client:
+        response = client.post("/email/jo@example.com")
+
+    # Then the client is told to retry: nothing was queued
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"

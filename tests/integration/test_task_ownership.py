@@ -1,0 +1,143 @@
+"""Only the caller who created a task (its JWT `sub`) can read it, through the Lambda handler.
+
+On AWS the HTTP API's JWT authorizer puts the token's claims in the event
+(requestContext.authorizer.jwt.claims); these tests give the events from events/ the claims
+of two different users.
+"""
+
+import copy
+import json
+from typing import Any
+from uuid import UUID
+
+from api.main import handler
+from offload.aws import tasks_table
+from offload.models import TaskState
+from tests.support import AwsStack, EventLoader
+
+ALICE = "5f1e6a2c-0b7d-4e3f-9a18-c2d4e6f8a0b1"
+BOB = "9c8b7a6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"
+
+
+def as_caller(request: dict[str, Any], sub: str, scope: str) -> dict[str, Any]:
+    """The event as API Gateway sends it once the JWT authorizer accepted `sub`'s token."""
+    request = copy.deepcopy(request)
+    request["requestContext"]["authorizer"] = {
+        "jwt": {
+            "claims": {
+                "auth_time": "1764022190",
+                "client_id": "4k2q9x7m1r5t8w3z6b0c",
+                "exp": "1764025790",
+                "iat": "1764022190",
+                "iss": "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_Xq1bR7vC3",
+                "jti": "0e5d7c9b-3a1f-4e2d-8c6b-5a4f3e2d1c0b",
+                "scope": scope,
+                "sub": sub,
+                "token_use": "access",
+                "username": sub,
+            },
+            "scopes": [scope],
+        }
+    }
+    return request
+
+
+def at(request: dict[str, Any], method: str, path: str, body: Any = None) -> dict[str, Any]:
+    """The event for another route of the same stage (`path` without the stage)."""
+    request = copy.deepcopy(request)
+    stage = request["requestContext"]["stage"]
+    request["rawPath"] = request["requestContext"]["http"]["path"] = f"/{stage}{path}"
+    request["requestContext"]["http"]["method"] = method
+    request["pathParameters"] = {"proxy": path.lstrip("/")}
+    if body is not None:
+        request["body"] = json.dumps(body)
+        request["headers"]["content-length"] = str(len(request["body"]))
+    return request
+
+
+def read(event: EventLoader, path: str, sub: str | None, context: Any) -> dict[str, Any]:
+    request = at(event("api-get-task.json"), "GET", path)
+    if sub is not None:
+        request = as_caller(request, sub, "offload/tasks.read")
+    response: dict[str, Any] = handler(request, context)
+    return response
+
+
+def test_a_task_is_readable_by_its_creator_only(
+    aws: AwsStack, event: EventLoader, lambda_context: Any
+) -> None:
+    # Given a task Alice created through the API
+    created = handler(
+        as_caller(event("api-emails.json"), ALICE, "offload/tasks.write"), lambda_context
+    )
+    assert created["statusCode"] == 202, created["body"]
+    task_id = json.loads(created["body"])["task_id"]
+    record = aws.task(task_id)
+    assert record is not None and record["owner"] == ALICE
+
+    # When Alice reads it, then she gets its status
+    mine = read(event, f"/tasks/{task_id}", ALICE, lambda_context)
+    assert mine["statusCode"] == 200, mine["body"]
+    assert json.loads(mine["body"])["state"] == "queued"
+    assert "owner" not in json.loads(mine["body"])
+
+    # When Bob (or a caller without a subject) reads it, then it does not exist for them:
+    # the same 404 as a task that was never created
+    missing = "00000000-0000-4000-8000-000000000000"
+    never = read(event, f"/tasks/{missing}", BOB, lambda_context)
+    for sub in (BOB, None):
+        theirs = read(event, f"/tasks/{task_id}", sub, lambda_context)
+        assert theirs["statusCode"] == never["statusCode"] == 404
+        assert json.loads(theirs["body"]) == {"detail": f"no task {task_id}"}
+
+
+def test_a_task_without_an_owner_stays_readable(
+    aws: AwsStack, event: EventLoader, lambda_context: Any
+) -> None:
+    # Given a task recorded by a worker (a message that did not come through the API)
+    task_id = UUID("6f1c2b9e-8d4a-4c3e-9b7f-2a5d1e0c8b41")
+    tasks_table.transition(task_id, "write_log", TaskState.RUNNING, attempts=1)
+
+    # When any caller reads it, then they get its status
+    for sub in (ALICE, BOB):
+        response = read(event, f"/tasks/{task_id}", sub, lambda_context)
+        assert response["statusCode"] == 200, response["body"]
+        assert json.loads(response["body"])["state"] == "running"
+
+
+def test_the_worker_keeps_the_owner(aws: AwsStack, event: EventLoader, lambda_context: Any) -> None:
+    # Given Alice's task, when a worker moves it to succeeded
+    created = handler(
+        as_caller(event("api-send-notification.json"), ALICE, "offload/tasks.write"),
+        lambda_context,
+    )
+    task_id = UUID(json.loads(created["body"])["task_id"])
+    tasks_table.transition(task_id, "write_log", TaskState.SUCCEEDED, attempts=1, result=None)
+
+    # Then it is still hers alone
+    assert read(event, f"/tasks/{task_id}", ALICE, lambda_context)["statusCode"] == 200
+    assert read(event, f"/tasks/{task_id}", BOB, lambda_context)["statusCode"] == 404
+
+
+def test_an_upload_and_its_result_links_are_its_creators_only(
+    aws: AwsStack, event: EventLoader, lambda_context: Any
+) -> None:
+    # Given an upload Alice created, which a worker has finished
+    offer = {"filename": "orders.csv", "content_type": "text/csv", "size": 10}
+    request = at(event("api-emails.json"), "POST", "/uploads", offer)
+    created = handler(as_caller(request, ALICE, "offload/tasks.write"), lambda_context)
+    assert created["statusCode"] == 201, created["body"]
+    upload_id = UUID(json.loads(created["body"])["upload_id"])
+    tasks_table.transition(
+        upload_id, "process_upload", TaskState.SUCCEEDED, attempts=1, result={"rows": {}}
+    )
+
+    # When Alice reads it, then she gets the presigned links to the results
+    mine = read(event, f"/uploads/{upload_id}", ALICE, lambda_context)
+    assert mine["statusCode"] == 200, mine["body"]
+    assert set(json.loads(mine["body"])["results"]) == {"cleaned_csv", "summary_json"}
+
+    # When Bob reads it, then it does not exist for him, and no link is handed out
+    theirs = read(event, f"/uploads/{upload_id}", BOB, lambda_context)
+    assert theirs["statusCode"] == 404
+    assert json.loads(theirs["body"]) == {"detail": f"no upload {upload_id}"}
