@@ -314,19 +314,18 @@ def run(options: Options) -> None:
         system.start()
         system.wait_until_ready()
         api = system.api_url
-        auth = ""
+        auth = auth_line = ""
         if (options.environment or {}).get("OFFLOAD_API_TOKEN"):
             auth = ' -H "Authorization: Bearer $OFFLOAD_API_TOKEN"'
-            print(
-                "\n  Every route but /health needs the token: add"
-                f"{auth} to each call, and export OFFLOAD_API_TOKEN for `make upload`.",
-                flush=True,
+            auth_line = (
+                "\n    Token        needed on every route but /health; export OFFLOAD_API_TOKEN"
+                " in your shell (`make upload` reads it too)"
             )
         print(
             f"""
   Offload is running locally.
     API          {api}   (docs: {api}/docs)
-    Embedded AWS {system.moto_url}   (AWS_ENDPOINT_URL for boto3, --endpoint-url for the aws cli)
+    Embedded AWS {system.moto_url}   (AWS_ENDPOINT_URL, or the aws cli's --endpoint-url){auth_line}
 
   Try:
     curl -X POST {api}/send-notification/you@example.com{auth}

@@ -10,7 +10,7 @@ from botocore.exceptions import ClientError
 from fastapi.testclient import TestClient
 
 from api.main import app
-from local.lambda_runtime import LambdaContext, sqs_event
+from local.lambda_runtime import sqs_event
 from offload.aws import clients, sqs
 from tests.support import REGION, AwsStack, JsonLogs, task_message
 from workers import email as email_worker
@@ -22,8 +22,8 @@ def tasks_table_refuses_writes(aws: AwsStack) -> Iterator[None]:
 
     def throttle(params: dict[str, Any], **_: Any) -> None:
         if params.get("TableName") == aws.tasks_table:
-            error = {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"}
-            raise ClientError({"Error": error}, "PutItem")
+            code = "ProvisionedThroughputExceededException"
+            raise ClientError({"Error": {"Code": code, "Message": "slow down"}}, "PutItem")
 
     dynamodb = clients.dynamodb()
     dynamodb.meta.events.register("before-parameter-build.dynamodb.PutItem", throttle)
@@ -58,7 +58,7 @@ def test_a_failed_status_write_after_sqs_took_the_task_still_answers_202(
 
 
 def test_the_worker_creates_the_missing_record_and_sends_the_email(
-    aws: AwsStack, tasks_table_refuses_writes: None
+    aws: AwsStack, tasks_table_refuses_writes: None, lambda_context: Any
 ) -> None:
     # Given a task queued while its status write failed
     with TestClient(app) as client:
@@ -75,8 +75,8 @@ def test_the_worker_creates_the_missing_record_and_sends_the_email(
     )["Messages"]
 
     # When the EmailWorker runs it (its status writes are updates, not the refused PutItem)
-    event = sqs_event(messages, sqs.queue_arn(aws.email_queue))  # type: ignore[arg-type]
-    result = email_worker.handler(event, LambdaContext("offload-dev-EmailWorker", 30))
+    event = sqs_event(messages, sqs.queue_arn(aws.email_queue))
+    result = email_worker.handler(event, lambda_context)
 
     # Then the task gets its record, succeeded, and the email went out once
     assert result == {"batchItemFailures": []}
