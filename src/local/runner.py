@@ -25,6 +25,7 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from local.moto_dynamodb import serialize_dynamodb_requests
 from local.poller import spec_argument
 from local.stack import LocalStack, provision
 
@@ -80,6 +81,7 @@ class MotoServer:
     instead of leaving start() waiting forever."""
 
     def __init__(self, host: str, port: int) -> None:
+        serialize_dynamodb_requests()  # its threads must not let two conditional writes pass
         app = DomainDispatcherApplication(create_backend_app)
         self.server: BaseWSGIServer = make_server(
             host, port, app, threaded=True, request_handler=MotoRequestHandler

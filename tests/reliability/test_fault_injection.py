@@ -12,7 +12,11 @@ Faults:
   arguments, or (email) a recipient that SES rejects with MessageRejected (moto's server
   answers it, so every worker sees it the same way);
 - the worker process is killed while it is inside an SES call, after it finished at least
-  one record of the same batch (moto's server holds that call until the kill).
+  one record of the same batch (moto's server holds that call until the kill, then fails it:
+  the email is never recorded, so the redelivery's email is the only one).
+
+moto's DynamoDB is made atomic per request (local.moto_dynamodb), as DynamoDB is: exactly-once
+rests on the conditional write that claims a task's idempotency record.
 """
 
 import json
@@ -36,6 +40,7 @@ from moto.core.exceptions import JsonRESTError
 from moto.server import ThreadedMotoServer
 from moto.sesv2.responses import SESV2Response
 
+from local.moto_dynamodb import serialize_dynamodb_requests
 from local.poller import Poller
 from local.stack import EventSource
 from offload.aws import clients, sqs
@@ -352,8 +357,11 @@ def fast_retries(aws: AwsStack, monkeypatch: pytest.MonkeyPatch) -> Iterator[Non
 def test_every_task_runs_once_under_faults(
     aws: AwsStack, fast_retries: None, json_logs: JsonLogs, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Given: moto's server for the out-of-process worker, with SES faults on both sides
+    # Given: moto's server for the out-of-process worker, with SES faults on both sides, and
+    # DynamoDB's atomic conditional writes (moto's server threads and the in-process pollers
+    # share one backend: without this, two claims of one task can both pass, two emails)
     started = time.monotonic()
+    serialize_dynamodb_requests()
     faults = SesFaults()
     monkeypatch.setattr(SESV2Response, "send_email", faults.server_side(SESV2Response.send_email))
     clients.ses().meta.events.register("before-call.sesv2.SendEmail", faults.throttle)
