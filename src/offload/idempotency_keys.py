@@ -21,7 +21,6 @@ from uuid import UUID, uuid5
 from aws_lambda_powertools.utilities.idempotency import (
     DynamoDBPersistenceLayer,
     IdempotencyConfig,
-    idempotent_function,
 )
 from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyAlreadyInProgressError,
@@ -61,31 +60,26 @@ def fingerprint(method: str, path: str, query: str, body: bytes) -> str:
     return digest.hexdigest()
 
 
+def _enqueue_once(
+    request: dict[str, str],
+    calls: Sequence[TaskCall],
+    correlation_id: str | None,
+    owner: str | None,
+) -> dict[str, Any]:
+    messages = enqueue(calls, correlation_id=correlation_id, owner=owner)
+    return {"task_ids": [str(m.task_id) for m in messages]}
+
+
 @cache
 def _guard(store: DynamoDBPersistenceLayer) -> tuple[IdempotencyConfig, Callable[..., Any]]:
-    config = IdempotencyConfig(
-        event_key_jmespath="key",
-        payload_validation_jmespath="fingerprint",
-        raise_on_no_idempotency_key=True,
-        expires_after_seconds=get_settings().idempotency_ttl_seconds,
-    )
-
-    def enqueue_once(
-        request: dict[str, str],
-        calls: Sequence[TaskCall],
-        correlation_id: str | None,
-        owner: str | None,
-    ) -> dict[str, Any]:
-        messages = enqueue(calls, correlation_id=correlation_id, owner=owner)
-        return {"task_ids": [str(m.task_id) for m in messages]}
-
-    guarded: Callable[..., Any] = idempotent_function(
+    return idempotency.once(
+        _enqueue_once,
+        store=store,
         data_keyword_argument="request",
-        persistence_store=store,
-        config=config,
+        key_jmespath="key",
+        validation_jmespath="fingerprint",
         key_prefix="offload-api",
-    )(enqueue_once)
-    return config, guarded
+    )
 
 
 def enqueue_idempotent(

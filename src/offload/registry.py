@@ -4,6 +4,7 @@ import importlib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from typing import Any, Literal, ParamSpec, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
@@ -95,8 +96,14 @@ def task(
 
 def load_task_modules() -> None:
     """Import the modules that define tasks, so that their @task decorators run."""
-    extra = [m.strip() for m in get_settings().task_modules.split(",") if m.strip()]
-    for module in (*BUILTIN_TASK_MODULES, *extra):
+    extra = tuple(m.strip() for m in get_settings().task_modules.split(",") if m.strip())
+    _import_modules((*BUILTIN_TASK_MODULES, *extra))
+
+
+@cache
+def _import_modules(modules: tuple[str, ...]) -> None:
+    # Once per list of modules: get_task runs for every record on a worker's hot path.
+    for module in modules:
         importlib.import_module(module)
 
 

@@ -25,7 +25,6 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.idempotency import (
     DynamoDBPersistenceLayer,
     IdempotencyConfig,
-    idempotent_function,
 )
 from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyAlreadyInProgressError,
@@ -67,6 +66,10 @@ def parse_message(body: str) -> TaskMessage:
         raise InvalidMessageError(f"not a valid task message: {exc}") from exc
 
 
+def _run_task(message: dict[str, Any]) -> Any:
+    return get_task(message["kind"]).run(message["payload"])
+
+
 @cache
 def _runner(
     store: DynamoDBPersistenceLayer,
@@ -75,22 +78,13 @@ def _runner(
 
     Built once per persistence layer, so clients.reset() in tests gives a fresh one.
     """
-    config = IdempotencyConfig(
-        event_key_jmespath="task_id",
-        raise_on_no_idempotency_key=True,
-        expires_after_seconds=get_settings().idempotency_ttl_seconds,
-    )
-
-    def run(message: dict[str, Any]) -> Any:
-        return get_task(message["kind"]).run(message["payload"])
-
-    wrapped: Callable[..., Any] = idempotent_function(
+    return idempotency.once(
+        _run_task,
+        store=store,
         data_keyword_argument="message",
-        persistence_store=store,
-        config=config,
+        key_jmespath="task_id",
         key_prefix="offload-task",
-    )(run)
-    return config, wrapped
+    )
 
 
 def _run_once() -> Callable[..., Any]:
@@ -181,10 +175,9 @@ def _run(record: SQSRecord, queue: QueueName, message: TaskMessage, attempt: int
     settings = get_settings()
     started = time.perf_counter()
     try:
-        # A copy of a finished task (succeeded or dead) is a duplicate delivery: drop it. The
-        # read is a cheap fast path; the conditional write settles races.
-        status = tasks_table.get(message.task_id)
-        if (status is not None and status.state.is_final) or not tasks_table.transition(
+        # A copy of a finished task (succeeded or dead) is a duplicate delivery: the conditional
+        # write refuses to move a final task, and the copy is dropped.
+        if not tasks_table.transition(
             message.task_id, message.kind, TaskState.RUNNING, attempts=attempt
         ):
             logger.info("task already finished; duplicate delivery skipped")

@@ -5,10 +5,15 @@ A persistence layer is configured by the first idempotent function that uses it,
 """
 
 import time
+from collections.abc import Callable
 from functools import cache
 from typing import Any
 
-from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
+from aws_lambda_powertools.utilities.idempotency import (
+    DynamoDBPersistenceLayer,
+    IdempotencyConfig,
+    idempotent_function,
+)
 from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyItemNotFoundError
 
 from offload.aws import clients
@@ -31,6 +36,34 @@ def persistence_layer() -> DynamoDBPersistenceLayer:
 def api_persistence_layer() -> DynamoDBPersistenceLayer:
     """The store of the API's Idempotency-Key records."""
     return _store("api")
+
+
+def once(
+    func: Callable[..., Any],
+    *,
+    store: DynamoDBPersistenceLayer,
+    data_keyword_argument: str,
+    key_jmespath: str,
+    key_prefix: str,
+    validation_jmespath: str = "",
+) -> tuple[IdempotencyConfig, Callable[..., Any]]:
+    """Wrap func in Powertools idempotency on `store`; records live OFFLOAD_IDEMPOTENCY_TTL_SECONDS.
+
+    Returns the config too, so each invocation can register its Lambda context with it.
+    """
+    config = IdempotencyConfig(
+        event_key_jmespath=key_jmespath,
+        payload_validation_jmespath=validation_jmespath,
+        raise_on_no_idempotency_key=True,
+        expires_after_seconds=get_settings().idempotency_ttl_seconds,
+    )
+    wrapped: Callable[..., Any] = idempotent_function(
+        data_keyword_argument=data_keyword_argument,
+        persistence_store=store,
+        config=config,
+        key_prefix=key_prefix,
+    )(func)
+    return config, wrapped
 
 
 def reset() -> None:
