@@ -17,5 +17,5 @@ def check_out(message: TaskMessage) -> TaskMessage:
     """The message with its payload, loaded from S3 if it was checked in there."""
     if message.payload_ref is None:
         return message
-    payload = payloads.load(message.payload_ref)
+    payload = payloads.load(message.task_id, message.payload_ref)
     return message.model_copy(update={"payload": payload, "payload_ref": None})

@@ -46,7 +46,7 @@ def enqueue(
     message, its task is marked failed and EnqueueError is raised: the caller answers 503 rather
     than promise work that was never queued. A task SQS accepted is durable even if its status
     write failed: that is logged as a warning, and the worker's first transition creates the
-    record (without an owner, so readable by any caller).
+    record, with the owner the message carries.
     """
     settings = get_settings()
     messages = [
@@ -56,6 +56,7 @@ def enqueue(
                 kind=call.definition.name,
                 payload=call.payload,
                 correlation_id=correlation_id,
+                owner=owner,
             )
         )
         for call in calls

@@ -40,6 +40,9 @@ class TaskMessage(BaseModel):
     correlation_id: str | None = Field(default=None, max_length=128)
     # Claim check: the payload was too large for SQS and is stored in S3 under this key.
     payload_ref: str | None = Field(default=None, max_length=1024)
+    # The caller who created the task (JWT `sub`): travels with the task, so that a worker
+    # that records the task before the API does still records who may read it.
+    owner: str | None = Field(default=None, max_length=256)
 
 
 class TaskRecord(BaseModel):

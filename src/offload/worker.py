@@ -53,6 +53,8 @@ from offload.settings import get_settings
 
 # The most SQS allows for a message's visibility timeout (12 hours).
 MAX_VISIBILITY_SECONDS = 43_200
+# Larger task results are replaced by a note (see storable_result).
+MAX_RESULT_BYTES = 100_000
 
 
 class OutOfTimeError(TransientTaskError):
@@ -67,7 +69,29 @@ def parse_message(body: str) -> TaskMessage:
 
 
 def _run_task(message: dict[str, Any]) -> Any:
-    return get_task(message["kind"]).run(message["payload"])
+    return storable_result(get_task(message["kind"]).run(message["payload"]))
+
+
+def storable_result(result: Any) -> Any:
+    """The result as JSON data, or a note if it is too large to keep.
+
+    The result is stored twice (the idempotency record and the task's status), and a DynamoDB
+    item holds at most 400 KB: a larger result would fail the store after the effect, and the
+    effect would run again on the next delivery. The effect is what counts; the result is not.
+    """
+    text = json.dumps(result, default=str)
+    size = len(text.encode())
+    if size <= MAX_RESULT_BYTES:
+        return json.loads(text)
+    logger.warning(
+        "task result too large to keep; replaced by a note",
+        extra={"bytes": size, "limit": MAX_RESULT_BYTES},
+    )
+    return {
+        "result_omitted": True,
+        "bytes": size,
+        "reason": f"the result is {size} bytes; results over {MAX_RESULT_BYTES} are not kept",
+    }
 
 
 @cache
@@ -152,23 +176,19 @@ def _process(record: SQSRecord, queue: QueueName, context: LambdaContext, attemp
 
 
 def _poison(record: SQSRecord, queue: QueueName, exc: InvalidMessageError) -> None:
-    """A body that is not a task message: dead-letter it once, with the reason."""
+    """A body that is not a task message: dead-letter it at once, with the reason.
+
+    Nothing else is touched: the task it claims to be (if any) is never read or written on the
+    word of a message that failed validation, so a forged or corrupted copy cannot kill a task.
+    """
     task_id = _guess_task_id(record)
-    if task_id:
-        status = tasks_table.get(task_id)
-        if status is not None and status.state.is_final:
-            logger.info("duplicate of a dead task; dropped", extra={"state": status.state})
-            return
     logger.error(
         "poison message sent to the DLQ",
-        extra={"task_id": str(task_id) if task_id else None, "reason": str(exc)},
+        extra={"claimed_task_id": str(task_id) if task_id else None, "reason": str(exc)},
         exc_info=exc,
     )
     _dead_letter(record, queue, str(exc))
-    if task_id:
-        kind = (_attribute(record, "kind") or "unknown")[:128]
-        tasks_table.transition(task_id, kind, TaskState.DEAD, error=str(exc))
-    metrics.add_metric(name="TasksDead", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name="PoisonMessages", unit=MetricUnit.Count, value=1)
 
 
 def _run(record: SQSRecord, queue: QueueName, message: TaskMessage, attempt: int) -> Any:
@@ -178,7 +198,7 @@ def _run(record: SQSRecord, queue: QueueName, message: TaskMessage, attempt: int
         # A copy of a finished task (succeeded or dead) is a duplicate delivery: the conditional
         # write refuses to move a final task, and the copy is dropped.
         if not tasks_table.transition(
-            message.task_id, message.kind, TaskState.RUNNING, attempts=attempt
+            message.task_id, message.kind, TaskState.RUNNING, attempts=attempt, owner=message.owner
         ):
             logger.info("task already finished; duplicate delivery skipped")
             metrics.add_metric(name="DuplicatesSkipped", unit=MetricUnit.Count, value=1)

@@ -21,7 +21,9 @@ LambdaHandler = Callable[[dict[str, Any], LambdaContext], PartialItemFailureResp
 
 def task_queue_handler(queue: QueueName) -> LambdaHandler:
     """Build the handler for a worker that runs the registered tasks of one queue."""
-    processor = BatchProcessor(event_type=EventType.SQS)
+    # A batch whose every record failed is still a partial failure: Lambda's Errors metric
+    # then counts crashes only, not ordinary retries.
+    processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
     def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> Any:
         return process_record(record, queue, lambda_context)

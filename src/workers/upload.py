@@ -17,7 +17,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from offload.observability import logger, metrics, tracer
 from offload.uploads import service
 
-processor = BatchProcessor(event_type=EventType.SQS)
+# A batch whose every record failed is still a partial failure: Lambda's Errors metric
+# then counts crashes only, not ordinary retries.
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
 def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> int:

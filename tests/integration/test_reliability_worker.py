@@ -193,7 +193,7 @@ def test_rejected_email_is_dead_at_once_with_the_reason(
     assert logged["task_id"] == str(message.task_id)
 
 
-def test_a_poison_message_delivered_twice_is_dead_lettered_once(
+def test_each_copy_of_a_poison_message_is_dead_lettered_on_its_first_receive(
     aws: AwsStack, json_logs: JsonLogs
 ) -> None:
     task_id = uuid4()
@@ -203,11 +203,14 @@ def test_a_poison_message_delivered_twice_is_dead_lettered_once(
 
     delivery = deliver(aws.task_queue, tasks_handler)
 
+    # Then no retry: both copies are in the DLQ with the reason, and no task was recorded on
+    # the word of a message that failed validation
     assert failures(delivery) == []
-    assert len(aws.receive_all(aws.task_dlq)) == 1
-    assert aws.task(task_id)["state"] == "dead"  # type: ignore[index]
-    (logged,) = json_logs.find("poison message sent to the DLQ")
-    assert "not a valid task message" in logged["reason"]
+    assert len(aws.receive_all(aws.task_dlq)) == 2
+    assert aws.task(task_id) is None
+    logged = json_logs.find("poison message sent to the DLQ")
+    assert len(logged) == 2 and "not a valid task message" in logged[0]["reason"]
+    assert logged[0]["claimed_task_id"] == str(task_id)
 
 
 def test_a_poison_message_with_a_malformed_task_id_attribute_is_dead_lettered(
@@ -226,7 +229,7 @@ def test_a_poison_message_with_a_malformed_task_id_attribute_is_dead_lettered(
     assert "not a valid task message" in dead["MessageAttributes"]["error"]["StringValue"]
 
 
-def test_a_poison_message_keeps_the_kind_its_attributes_name(aws: AwsStack) -> None:
+def test_a_poison_message_keeps_its_attributes_in_the_dlq(aws: AwsStack) -> None:
     task_id = uuid4()
     attributes: Any = {
         "task_id": {"DataType": "String", "StringValue": str(task_id)},
@@ -236,9 +239,11 @@ def test_a_poison_message_keeps_the_kind_its_attributes_name(aws: AwsStack) -> N
 
     assert failures(deliver(aws.email_queue, email_handler)) == []
 
-    status = aws.task(task_id)
-    assert status is not None
-    assert (status["state"], status["kind"]) == ("dead", "send_email")
+    # Then the operator sees what it claimed to be; the task it names is not touched
+    (dead,) = aws.receive_all(aws.email_dlq)
+    assert dead["MessageAttributes"]["task_id"]["StringValue"] == str(task_id)
+    assert dead["MessageAttributes"]["kind"]["StringValue"] == "send_email"
+    assert aws.task(task_id) is None
 
 
 # ---------------------------------------------------------------- time guard

@@ -79,4 +79,5 @@ def in_progress_seconds_left(store: DynamoDBPersistenceLayer, data: dict[str, An
         return 0.0
     if record is None or record.in_progress_expiry_timestamp is None:
         return 0.0
-    return max(0.0, record.in_progress_expiry_timestamp / 1000 - time.time())
+    # Powertools reads the expiry from DynamoDB as a Decimal (milliseconds).
+    return max(0.0, float(record.in_progress_expiry_timestamp) / 1000 - time.time())

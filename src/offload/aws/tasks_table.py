@@ -59,13 +59,15 @@ def transition(
     attempts: int | None = None,
     error: str | None = None,
     result: Any = None,
+    owner: str | None = None,
     allow_from_final: bool = False,
 ) -> bool:
     """Move a task to `state`. Returns False if the task had already finished.
 
     A finished task (succeeded, failed or dead) never moves back, unless allow_from_final is set
     (a redrive from the DLQ). A record that does not exist yet is created, so a message that
-    did not come through the API still gets a status.
+    did not come through the API still gets a status; `owner` (from the message) is written
+    only if the record has none, so a worker that writes before the API keeps the owner.
     """
     now = utcnow()
     names = {"#state": "state", "#kind": "kind"}
@@ -93,6 +95,10 @@ def transition(
     elif state in (TaskState.SUCCEEDED, TaskState.QUEUED):
         removes.append("#error")
         names["#error"] = "error"
+    if owner:
+        sets.append("#owner = if_not_exists(#owner, :owner)")
+        names["#owner"] = "owner"
+        values[":owner"] = {"S": owner}
     if result is not None:
         sets.append("#result = :result")
         names["#result"] = "result"
