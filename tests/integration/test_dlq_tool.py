@@ -243,7 +243,6 @@ def test_redrive_leaves_what_it_cannot_reset_in_the_dlq_and_says_why(
     unknown = TaskMessage(kind="write_log", payload={"message": "no record"})
     dead_letter(aws.task_dlq, unknown)
     (running,) = dead_write_logs(aws, 1, "running")
-    tasks_table.transition(running.task_id, running.kind, TaskState.QUEUED)  # refused: dead
     boto3.client("dynamodb", region_name=REGION).update_item(
         TableName=aws.tasks_table,
         Key={"task_id": {"S": str(running.task_id)}},

@@ -122,14 +122,20 @@ def _batches(messages: "Sequence[MessageTypeDef]") -> "Iterator[Sequence[Message
 
 
 def receive(
-    queue_url: str, *, max_messages: int = 10, visibility_seconds: int = 60
+    queue_url: str, *, max_messages: int = 10, visibility_seconds: int = 60, wait_seconds: int = 0
 ) -> "list[MessageTypeDef]":
-    """Receive up to ten messages with all their attributes (no long polling)."""
+    """Receive up to ten messages with all their attributes.
+
+    With wait_seconds it is a long poll: SQS asks all of its servers and answers as soon as a
+    message is there, so an empty answer means none was visible. A short poll (0) asks a
+    sample of them and may answer empty while messages wait. Keep it below the client's read
+    timeout (clients.py).
+    """
     response = clients.sqs().receive_message(
         QueueUrl=queue_url,
         MaxNumberOfMessages=min(max_messages, SQS_BATCH_LIMIT),
         VisibilityTimeout=visibility_seconds,
-        WaitTimeSeconds=0,
+        WaitTimeSeconds=min(max(wait_seconds, 0), 20),
         MessageSystemAttributeNames=["All"],
         MessageAttributeNames=["All"],
     )
@@ -204,25 +210,6 @@ def counts(queue_url: str) -> dict[str, int]:
         ],
     )["Attributes"]
     return {str(name): int(value) for name, value in attributes.items()}
-
-
-def start_move_task(source_arn: str, destination_arn: str) -> str | None:
-    """SQS's own redrive (StartMessageMoveTask). None where it is not available (moto, whose
-    server answers 500 and whose in-process mock raises NotImplementedError): the caller then
-    moves the messages itself, which is just as correct, only slower."""
-    try:
-        response = clients.sqs().start_message_move_task(
-            SourceArn=source_arn, DestinationArn=destination_arn
-        )
-    except NotImplementedError:
-        return None
-    except ClientError as exc:
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-        if code in {"UnsupportedOperation", "InvalidAction"} or status in {404, 500, 501}:
-            return None
-        raise
-    return response.get("TaskHandle")
 
 
 def purge(queue_url: str) -> None:
