@@ -211,14 +211,16 @@ class RedriveReport:
 
 def _requeue(task_id: UUID) -> TaskState | None:
     """Reset the task to `queued` if it is dead. Returns the state it was found in (QUEUED
-    once reset), or None without a status record."""
+    once reset; DEAD if it changed under every attempt), or None without a status record."""
+    state = None
     for _ in range(3):  # re-read if the task changed between the read and the write
         record = tasks_table.get(task_id)
-        if record is None or record.state is not TaskState.DEAD:
-            return record.state if record else None
-        if tasks_table.requeue_dead(record):
+        state = record.state if record else None
+        if state is not TaskState.DEAD:
+            return state
+        if record and tasks_table.requeue_dead(record):
             return TaskState.QUEUED
-    return TaskState.RUNNING  # it keeps changing: something is working on it
+    return state
 
 
 @dataclass(frozen=True)
@@ -247,10 +249,15 @@ def _decide(message: "MessageTypeDef", redriven: set[UUID]) -> Verdict:
         return Verdict("redrive", "dead: reset to queued", tasks)
     if states <= set(FINISHED):
         return Verdict("drop", "its task already finished", tasks)
+    return Verdict("leave", _why_left(states), tasks)
+
+
+def _why_left(states: set[TaskState | None]) -> str:
     if None in states:
-        return Verdict("leave", "no status record for its task (never recorded, or expired)", tasks)
-    unfinished = sorted(str(state) for state in states if state not in FINISHED)
-    return Verdict("leave", f"its task is {unfinished[0]}", tasks)
+        return "no status record for its task (never recorded, or expired)"
+    if TaskState.DEAD in states:
+        return "its task changed while being reset: redrive again"
+    return "its task is " + min(str(s) for s in states if s is not None and s not in FINISHED)
 
 
 def redrive(pair: QueuePair) -> RedriveReport:

@@ -264,3 +264,25 @@ def test_redrive_leaves_what_it_cannot_reset_in_the_dlq_and_says_why(
     assert aws.task(unknown.task_id) is None
     assert aws.task(running.task_id)["state"] == "running"  # type: ignore[index]
     assert "names no task" in out and "no status record" in out and "is running" in out
+
+
+def test_a_redrive_stops_at_its_bound_and_says_so_and_the_next_one_finishes(
+    aws: AwsStack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given 12 dead tasks in the DLQ, and a bound of 10 messages per run
+    monkeypatch.setattr(dlq, "MAX_MESSAGES", 10)
+    messages = dead_write_logs(aws, 12, "bounded")
+    for message in messages:
+        dead_letter(aws.task_dlq, message)
+
+    # When an operator redrives twice
+    assert dlq.main(["redrive", "--queue", "tasks"]) == 0
+    first = capsys.readouterr().out
+    assert dlq.main(["redrive", "--queue", "tasks"]) == 0
+    second = capsys.readouterr().out
+
+    # Then the first run moved 10 and said it stopped; the second moved the other 2
+    assert "tasks: 10 message(s) redriven" in first and "stopped after 10 messages" in first
+    assert "tasks: 2 message(s) redriven" in second and "stopped" not in second
+    assert len(aws.receive_all(aws.task_queue)) == 12
+    assert aws.receive_all(aws.task_dlq) == []

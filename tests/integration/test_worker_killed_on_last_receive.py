@@ -45,7 +45,7 @@ def killed_on_last_receive(order: str) -> str:
 
 @pytest.fixture
 def client(aws: AwsStack, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
-    # A worker invocation here has about a second left when it takes the record.
+    # The killed invocation has two seconds left when it takes the record.
     monkeypatch.setenv("OFFLOAD_RECORD_TIME_BUDGET_MS", "0")
     get_settings.cache_clear()
     _script.clear()
@@ -96,10 +96,11 @@ def test_a_task_whose_worker_died_on_the_last_receive_ends_dead_and_can_be_redri
         sqs.release(aws.task_queue, deliver(aws.task_queue))  # its backoff has passed
     assert client.get(status_url).json()["state"] == "retrying"
 
-    # When the worker is killed during the last receive, with about a second of its time left
+    # When the worker is killed during the last receive, with two seconds of its time left
     last = receive(aws.task_queue)
+    killed_at = time.monotonic()
     with pytest.raises(SystemExit):
-        deliver(aws.task_queue, last, seconds_left=1)
+        deliver(aws.task_queue, last, seconds_left=2)
 
     # Then, while that invocation could still be running, the task is running
     task = client.get(status_url).json()
@@ -107,7 +108,7 @@ def test_a_task_whose_worker_died_on_the_last_receive_ends_dead_and_can_be_redri
 
     # When the invocation's time is over, the message's visibility timeout passes, and SQS
     # moves it to the DLQ on the next receive
-    time.sleep(1.2)
+    time.sleep(max(0, killed_at + 2.1 - time.monotonic()))
     sqs.release(aws.task_queue, last)
     assert receive(aws.task_queue) == []
     assert len(aws.receive_all(aws.task_dlq)) == 1

@@ -145,25 +145,29 @@ def receive(
 def move(source_url: str, target_url: str, messages: "Sequence[MessageTypeDef]") -> int:
     """Copy received messages to another queue, then delete them from their own. Returns moved.
 
-    A message whose copy SQS refused stays where it is (it reappears after its visibility
-    timeout). The copy drops the `error` attribute that the worker added on dead-lettering.
+    A message whose copy SQS refused (or whose batch failed) stays where it is: it reappears
+    after its visibility timeout. The copy drops the `error` attribute that the worker added on
+    dead-lettering.
     """
+    entries: list[SendMessageBatchRequestEntryTypeDef] = [
+        {
+            "Id": str(index),
+            "MessageBody": message["Body"],
+            "MessageAttributes": {
+                name: value
+                for name, value in message.get("MessageAttributes", {}).items()
+                if name != "error" and value["DataType"].startswith(("String", "Number"))
+            },
+        }
+        for index, message in enumerate(messages)
+    ]
     moved = 0
-    for chunk in _batches(messages):
-        entries: list[SendMessageBatchRequestEntryTypeDef] = [
-            {
-                "Id": str(index),
-                "MessageBody": message["Body"],
-                "MessageAttributes": {
-                    name: value
-                    for name, value in message.get("MessageAttributes", {}).items()
-                    if name != "error" and value["DataType"].startswith(("String", "Number"))
-                },
-            }
-            for index, message in enumerate(chunk)
-        ]
-        response = clients.sqs().send_message_batch(QueueUrl=target_url, Entries=entries)
-        sent = [chunk[int(ok["Id"])] for ok in response.get("Successful", [])]
+    for chunk in _chunks(entries):
+        try:
+            response = clients.sqs().send_message_batch(QueueUrl=target_url, Entries=chunk)
+        except (ClientError, BotoCoreError):
+            continue
+        sent = [messages[int(ok["Id"])] for ok in response.get("Successful", [])]
         if sent:
             delete_batch(source_url, sent)
         moved += len(sent)
