@@ -5,21 +5,29 @@
     python -m offload.dlq purge --queue email --yes
 
 Queue URLs come from the OFFLOAD_* settings (what the functions get), or from a stack's outputs
-with --stack NAME (`make dlq` uses the local system's stack). A redriven task goes back to
-`queued` before its message reaches the source queue, so the worker runs it again.
+with --stack NAME (`make dlq` uses the local system's stack).
+
+Redrive decides per message, by the status of the task it names: a `dead` task goes back to
+`queued` (a write that requires it to be dead still), then that very message is copied to the
+source queue and deleted from the DLQ, so the worker runs it again; a copy of a task that
+finished (`succeeded` or `failed`) is deleted, never run again, and logged; anything else
+(a message that names no task, a task with no status, a task still running) stays in the DLQ,
+counted with the reason.
 """
 
 import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
 from uuid import UUID
 
 from offload.aws import sqs, stack, tasks_table
 from offload.models import TaskState
+from offload.observability import logger
 from offload.settings import get_settings
 from offload.uploads.models import UPLOAD_KIND, parse_upload_key
 from offload.uploads.service import s3_records
@@ -37,9 +45,16 @@ STACK_OUTPUTS = {
     "UploadDeadLetterQueueUrl": "OFFLOAD_UPLOAD_DLQ_URL",
     "TasksTableName": "OFFLOAD_TASKS_TABLE",
 }
-# How long listed or redriven messages stay hidden while the tool holds them.
+# How long a received dead letter stays hidden while the tool holds it (a batch of ten is
+# decided in well under that).
 HOLD_SECONDS = 60
+# The end of a DLQ: EMPTY_RECEIVES long polls in a row (WAIT_SECONDS each) that bring no message
+# not seen before in this run.
+WAIT_SECONDS = 2
+EMPTY_RECEIVES = 2
+# The most messages one run reads; a longer DLQ takes several runs (the report says so).
 MAX_MESSAGES = 10_000
+FINISHED = (TaskState.SUCCEEDED, TaskState.FAILED)
 
 
 @dataclass(frozen=True)
@@ -75,21 +90,40 @@ def queue_pairs(only: str | None = None) -> list[QueuePair]:
     return pairs
 
 
-def _hold_all(dlq_url: str) -> "list[MessageTypeDef]":
-    """Receive every message of a DLQ, hidden for HOLD_SECONDS."""
-    held: list[MessageTypeDef] = []
-    seen: set[str] = set()
-    while len(held) < MAX_MESSAGES:
-        batch = [
-            m
-            for m in sqs.receive(dlq_url, visibility_seconds=HOLD_SECONDS)
-            if m["MessageId"] not in seen
-        ]
-        if not batch:
-            return held
-        seen.update(m["MessageId"] for m in batch)
-        held.extend(batch)
-    return held
+class _Scan:
+    """Reads a DLQ to its end, in batches of the messages not seen before in this run.
+
+    Each receive is a long poll that hides what it returns for HOLD_SECONDS. The scan ends after
+    EMPTY_RECEIVES receives in a row bring nothing new, or at MAX_MESSAGES. It remembers only
+    ids and receipt handles (the latest), so memory stays small whatever the bodies.
+    """
+
+    def __init__(self, dlq_url: str) -> None:
+        self.dlq_url = dlq_url
+        self.handles: dict[str, str] = {}
+
+    def __iter__(self) -> "Iterator[list[MessageTypeDef]]":
+        empty = 0
+        while empty < EMPTY_RECEIVES and not self.truncated:
+            batch = sqs.receive(
+                self.dlq_url, visibility_seconds=HOLD_SECONDS, wait_seconds=WAIT_SECONDS
+            )
+            new = [m for m in batch if m["MessageId"] not in self.handles]
+            self.handles.update({m["MessageId"]: m["ReceiptHandle"] for m in batch})
+            empty = 0 if new else empty + 1
+            if new:
+                yield new
+
+    @property
+    def truncated(self) -> bool:
+        return len(self.handles) >= MAX_MESSAGES
+
+    def release(self, message_ids: Iterable[str]) -> None:
+        """Make held messages visible again at once (the rest come back after HOLD_SECONDS)."""
+        sqs.release(
+            self.dlq_url,
+            [{"MessageId": i, "ReceiptHandle": self.handles[i]} for i in message_ids],
+        )
 
 
 def _attribute(message: "MessageTypeDef", name: str) -> str | None:
@@ -141,33 +175,141 @@ def describe(message: "MessageTypeDef") -> DeadLetter:
 
 def list_dead_letters(pair: QueuePair) -> list[DeadLetter]:
     """Every message in the pair's DLQ, described; the messages stay in the DLQ."""
-    held = _hold_all(pair.dlq_url)
+    scan = _Scan(pair.dlq_url)
+    letters: list[DeadLetter] = []
     try:
-        return [describe(m) for m in held]
+        for batch in scan:
+            letters.extend(describe(m) for m in batch)
     finally:
-        sqs.release(pair.dlq_url, held)
+        scan.release(scan.handles)
+    return letters
 
 
-def redrive(pair: QueuePair) -> int:
-    """Move the DLQ's messages back to the source queue; their tasks become queued again.
+@dataclass
+class RedriveReport:
+    """What a redrive did with each message it read from one DLQ."""
 
-    On AWS, SQS's own StartMessageMoveTask moves them (asynchronously); where it is not
-    available (moto), they are copied to the source queue and deleted from the DLQ here.
+    redriven: int = 0
+    # Copies of tasks that had already finished: deleted, never run again.
+    dropped: int = 0
+    # Messages left in the DLQ, by reason.
+    left: Counter[str] = field(default_factory=Counter)
+    # The run stopped at MAX_MESSAGES; more may be waiting.
+    truncated: bool = False
+
+    def summary(self, name: str) -> str:
+        text = (
+            f"{name}: {self.redriven} message(s) redriven to the source queue, {self.dropped} "
+            f"dropped (copies of finished tasks), {self.left.total()} left in the DLQ"
+        )
+        if self.left:
+            text += " (" + "; ".join(f"{n}: {why}" for why, n in self.left.most_common()) + ")"
+        if self.truncated:
+            text += f"; stopped after {MAX_MESSAGES} messages: run redrive again"
+        return text
+
+
+def _requeue(task_id: UUID) -> TaskState | None:
+    """Reset the task to `queued` if it is dead. Returns the state it was found in (QUEUED
+    once reset; DEAD if it changed under every attempt), or None without a status record."""
+    state = None
+    for _ in range(3):  # re-read if the task changed between the read and the write
+        record = tasks_table.get(task_id)
+        state = record.state if record else None
+        if state is not TaskState.DEAD:
+            return state
+        if record and tasks_table.requeue_dead(record):
+            return TaskState.QUEUED
+    return state
+
+
+@dataclass(frozen=True)
+class Verdict:
+    action: Literal["redrive", "drop", "leave"]
+    reason: str
+    # The tasks the message names, each with the state it was found in (QUEUED once reset).
+    tasks: dict[UUID, TaskState | None]
+
+
+def _decide(message: "MessageTypeDef", redriven: set[UUID]) -> Verdict:
+    """What to do with one dead letter; resets its dead tasks to `queued`.
+
+    A task found `queued` counts as redriven: a redrive reset it and stopped before moving its
+    message (a duplicate copy on the queue is then one more delivery, which the worker dedups).
     """
-    held = _hold_all(pair.dlq_url)
-    for message in held:
-        for task_id, named_kind in _tasks_of(message):
-            status = tasks_table.get(task_id)
-            kind = named_kind or (status.kind if status else "unknown")
-            tasks_table.transition(task_id, kind, TaskState.QUEUED, allow_from_final=True)
-    if not held:
-        return 0
-    sqs.release(pair.dlq_url, held)
-    handle = sqs.start_move_task(sqs.queue_arn(pair.dlq_url), sqs.queue_arn(pair.queue_url))
-    if handle is not None:
-        return len(held)
-    held = _hold_all(pair.dlq_url)
-    return sqs.move(pair.dlq_url, pair.queue_url, held)
+    task_ids = [task_id for task_id, _ in _tasks_of(message)]
+    if not task_ids:
+        return Verdict("leave", "names no task", {})
+    if redriven.intersection(task_ids):
+        return Verdict("leave", "another message of its task was redriven in this run", {})
+    tasks = {task_id: _requeue(task_id) for task_id in task_ids}
+    states = set(tasks.values())
+    if TaskState.QUEUED in states:
+        redriven.update(t for t, state in tasks.items() if state is TaskState.QUEUED)
+        return Verdict("redrive", "dead: reset to queued", tasks)
+    if states <= set(FINISHED):
+        return Verdict("drop", "its task already finished", tasks)
+    return Verdict("leave", _why_left(states), tasks)
+
+
+def _why_left(states: set[TaskState | None]) -> str:
+    if None in states:
+        return "no status record for its task (never recorded, or expired)"
+    if TaskState.DEAD in states:
+        return "its task changed while being reset: redrive again"
+    return "its task is " + min(str(s) for s in states if s is not None and s not in FINISHED)
+
+
+def redrive(pair: QueuePair) -> RedriveReport:
+    """Send the DLQ's dead tasks back to the source queue, exactly those whose tasks were reset.
+
+    Per batch of received messages: decide each (resetting dead tasks to `queued`), copy the
+    redriven ones to the source queue and delete them from the DLQ, delete the copies of
+    finished tasks. What is left is made visible again at the end. SQS's StartMessageMoveTask
+    is not used: it moves every message, including those whose tasks were not reset.
+    """
+    report = RedriveReport()
+    scan = _Scan(pair.dlq_url)
+    left: list[str] = []
+    redriven: set[UUID] = set()
+    try:
+        for batch in scan:
+            to_move: list[MessageTypeDef] = []
+            to_drop: list[MessageTypeDef] = []
+            for message in batch:
+                verdict = _decide(message, redriven)
+                keys = {"queue": pair.name, "message_id": message["MessageId"]}
+                if verdict.action == "redrive":
+                    to_move.append(message)
+                elif verdict.action == "drop":
+                    to_drop.append(message)
+                    for task_id, state in verdict.tasks.items():
+                        logger.info(
+                            "dead letter dropped: its task already finished",
+                            extra={**keys, "task_id": str(task_id), "state": state},
+                        )
+                else:
+                    left.append(message["MessageId"])
+                    report.left[verdict.reason] += 1
+                    logger.warning(
+                        "dead letter left in the DLQ",
+                        extra={
+                            **keys,
+                            "reason": verdict.reason,
+                            "tasks": list(map(str, verdict.tasks)),
+                        },
+                    )
+            moved = sqs.move(pair.dlq_url, pair.queue_url, to_move)
+            report.redriven += moved
+            if moved < len(to_move):
+                refused = "SQS refused the copy; its task is queued: redrive again"
+                report.left[refused] += len(to_move) - moved
+            sqs.delete_batch(pair.dlq_url, to_drop)
+            report.dropped += len(to_drop)
+    finally:
+        scan.release(left)
+    report.truncated = scan.truncated
+    return report
 
 
 def purge(pair: QueuePair) -> None:
@@ -223,8 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"{letter.attempts:>8}  {_short(letter.error, 100)}"
                 )
         elif args.command == "redrive":
-            moved = redrive(pair)
-            print(f"{pair.name}: {moved} message(s) redriven to the source queue")
+            print(redrive(pair).summary(pair.name))
         else:
             purge(pair)
             print(f"{pair.name}: DLQ purged")

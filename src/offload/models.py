@@ -58,6 +58,27 @@ class TaskRecord(BaseModel):
     result: Any = None
     # The subject (JWT `sub`) of the caller who created the task; None: anyone may read it.
     owner: str | None = None
+    # While `running`: when the worker that claimed the task can no longer be running.
+    lease_expires_at: datetime | None = None
+
+    def as_of(self, now: datetime, max_receive_count: int) -> "TaskRecord":
+        """The task as it stands at `now`: a claim on the queue's last receive whose worker
+        stopped (killed, out of memory, timed out) before recording an outcome is `dead`, since
+        its message goes to the DLQ; nothing else would ever write that."""
+        if (
+            self.state is TaskState.RUNNING
+            and self.attempts >= max_receive_count
+            and self.lease_expires_at is not None
+            and self.lease_expires_at < now
+        ):
+            reason = (
+                f"the worker stopped (crashed, ran out of memory or timed out) during the last "
+                f"attempt ({self.attempts} of {max_receive_count}); the message goes to the "
+                "dead-letter queue"
+                + (f"; the attempt before failed: {self.error}" if self.error else "")
+            )
+            return self.model_copy(update={"state": TaskState.DEAD, "error": reason})
+        return self
 
     def visible_to(self, subject: str | None) -> bool:
         """Whether `subject` may read this task: its owner, or anyone if it has none."""

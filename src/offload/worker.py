@@ -172,7 +172,7 @@ def _process(record: SQSRecord, queue: QueueName, context: LambdaContext, attemp
     logger.thread_safe_append_keys(
         task_id=str(message.task_id), kind=message.kind, correlation_id=message.correlation_id
     )
-    return _run(record, queue, message, attempt)
+    return _run(record, queue, message, attempt, context.get_remaining_time_in_millis() / 1000)
 
 
 def _poison(record: SQSRecord, queue: QueueName, exc: InvalidMessageError) -> None:
@@ -191,14 +191,22 @@ def _poison(record: SQSRecord, queue: QueueName, exc: InvalidMessageError) -> No
     metrics.add_metric(name="PoisonMessages", unit=MetricUnit.Count, value=1)
 
 
-def _run(record: SQSRecord, queue: QueueName, message: TaskMessage, attempt: int) -> Any:
+def _run(
+    record: SQSRecord, queue: QueueName, message: TaskMessage, attempt: int, lease_seconds: float
+) -> Any:
     settings = get_settings()
     started = time.perf_counter()
     try:
         # A copy of a finished task (succeeded or dead) is a duplicate delivery: the conditional
         # write refuses to move a final task, and the copy is dropped.
+        # The lease (this invocation's time left) lets a status read tell a killed worker.
         if not tasks_table.transition(
-            message.task_id, message.kind, TaskState.RUNNING, attempts=attempt, owner=message.owner
+            message.task_id,
+            message.kind,
+            TaskState.RUNNING,
+            attempts=attempt,
+            owner=message.owner,
+            lease_seconds=lease_seconds,
         ):
             logger.info("task already finished; duplicate delivery skipped")
             metrics.add_metric(name="DuplicatesSkipped", unit=MetricUnit.Count, value=1)

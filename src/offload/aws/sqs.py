@@ -122,14 +122,20 @@ def _batches(messages: "Sequence[MessageTypeDef]") -> "Iterator[Sequence[Message
 
 
 def receive(
-    queue_url: str, *, max_messages: int = 10, visibility_seconds: int = 60
+    queue_url: str, *, max_messages: int = 10, visibility_seconds: int = 60, wait_seconds: int = 0
 ) -> "list[MessageTypeDef]":
-    """Receive up to ten messages with all their attributes (no long polling)."""
+    """Receive up to ten messages with all their attributes.
+
+    With wait_seconds it is a long poll: SQS asks all of its servers and answers as soon as a
+    message is there, so an empty answer means none was visible. A short poll (0) asks a
+    sample of them and may answer empty while messages wait. Keep it below the client's read
+    timeout (clients.py).
+    """
     response = clients.sqs().receive_message(
         QueueUrl=queue_url,
         MaxNumberOfMessages=min(max_messages, SQS_BATCH_LIMIT),
         VisibilityTimeout=visibility_seconds,
-        WaitTimeSeconds=0,
+        WaitTimeSeconds=min(max(wait_seconds, 0), 20),
         MessageSystemAttributeNames=["All"],
         MessageAttributeNames=["All"],
     )
@@ -139,25 +145,29 @@ def receive(
 def move(source_url: str, target_url: str, messages: "Sequence[MessageTypeDef]") -> int:
     """Copy received messages to another queue, then delete them from their own. Returns moved.
 
-    A message whose copy SQS refused stays where it is (it reappears after its visibility
-    timeout). The copy drops the `error` attribute that the worker added on dead-lettering.
+    A message whose copy SQS refused (or whose batch failed) stays where it is: it reappears
+    after its visibility timeout. The copy drops the `error` attribute that the worker added on
+    dead-lettering.
     """
+    entries: list[SendMessageBatchRequestEntryTypeDef] = [
+        {
+            "Id": str(index),
+            "MessageBody": message["Body"],
+            "MessageAttributes": {
+                name: value
+                for name, value in message.get("MessageAttributes", {}).items()
+                if name != "error" and value["DataType"].startswith(("String", "Number"))
+            },
+        }
+        for index, message in enumerate(messages)
+    ]
     moved = 0
-    for chunk in _batches(messages):
-        entries: list[SendMessageBatchRequestEntryTypeDef] = [
-            {
-                "Id": str(index),
-                "MessageBody": message["Body"],
-                "MessageAttributes": {
-                    name: value
-                    for name, value in message.get("MessageAttributes", {}).items()
-                    if name != "error" and value["DataType"].startswith(("String", "Number"))
-                },
-            }
-            for index, message in enumerate(chunk)
-        ]
-        response = clients.sqs().send_message_batch(QueueUrl=target_url, Entries=entries)
-        sent = [chunk[int(ok["Id"])] for ok in response.get("Successful", [])]
+    for chunk in _chunks(entries):
+        try:
+            response = clients.sqs().send_message_batch(QueueUrl=target_url, Entries=chunk)
+        except (ClientError, BotoCoreError):
+            continue
+        sent = [messages[int(ok["Id"])] for ok in response.get("Successful", [])]
         if sent:
             delete_batch(source_url, sent)
         moved += len(sent)
@@ -204,25 +214,6 @@ def counts(queue_url: str) -> dict[str, int]:
         ],
     )["Attributes"]
     return {str(name): int(value) for name, value in attributes.items()}
-
-
-def start_move_task(source_arn: str, destination_arn: str) -> str | None:
-    """SQS's own redrive (StartMessageMoveTask). None where it is not available (moto, whose
-    server answers 500 and whose in-process mock raises NotImplementedError): the caller then
-    moves the messages itself, which is just as correct, only slower."""
-    try:
-        response = clients.sqs().start_message_move_task(
-            SourceArn=source_arn, DestinationArn=destination_arn
-        )
-    except NotImplementedError:
-        return None
-    except ClientError as exc:
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-        if code in {"UnsupportedOperation", "InvalidAction"} or status in {404, 500, 501}:
-            return None
-        raise
-    return response.get("TaskHandle")
 
 
 def purge(queue_url: str) -> None:

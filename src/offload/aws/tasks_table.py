@@ -1,7 +1,7 @@
 """Task status records in DynamoDB (the TasksTable), expired by TTL."""
 
 import json
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -13,6 +13,8 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
 
 FINAL_STATES = [s.value for s in TaskState if s.is_final]
+# No Lambda invocation runs longer: the lease of a running claim whose caller gave none.
+MAX_LAMBDA_SECONDS = 900
 
 
 def _expires_at(now: datetime) -> str:
@@ -60,14 +62,16 @@ def transition(
     error: str | None = None,
     result: Any = None,
     owner: str | None = None,
-    allow_from_final: bool = False,
+    lease_seconds: float | None = None,
 ) -> bool:
     """Move a task to `state`. Returns False if the task had already finished.
 
-    A finished task (succeeded, failed or dead) never moves back, unless allow_from_final is set
-    (a redrive from the DLQ). A record that does not exist yet is created, so a message that
-    did not come through the API still gets a status; `owner` (from the message) is written
-    only if the record has none, so a worker that writes before the API keeps the owner.
+    A finished task (succeeded, failed or dead) never moves back (only requeue_dead does, for a
+    redrive). A record that does not exist yet is created, so a message that did not come
+    through the API still gets a status. A `running` claim holds a lease: how long its worker
+    can still be running (the Lambda's time left; MAX_LAMBDA_SECONDS if not given). `owner`
+    (from the message) is written only if the record has none, so a worker that writes before
+    the API keeps the owner.
     """
     now = utcnow()
     names = {"#state": "state", "#kind": "kind"}
@@ -85,6 +89,12 @@ def transition(
         "expires_at = :expires",
     ]
     removes = []
+    if state is TaskState.RUNNING:
+        lease = MAX_LAMBDA_SECONDS if lease_seconds is None else lease_seconds
+        sets.append("lease_expires_at = :lease")
+        values[":lease"] = {"N": f"{now.timestamp() + max(lease, 0):.3f}"}
+    else:
+        removes.append("lease_expires_at")
     if attempts is not None:
         sets.append("attempts = :attempts")
         values[":attempts"] = {"N": str(attempts)}
@@ -104,22 +114,51 @@ def transition(
         names["#result"] = "result"
         values[":result"] = {"S": json.dumps(result, default=str)}
     update = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
-    condition = None
-    if not allow_from_final:
-        condition = "attribute_not_exists(#state) OR NOT #state IN (:f0, :f1, :f2)"
-        for index, final in enumerate(FINAL_STATES):
-            values[f":f{index}"] = {"S": final}
-    kwargs: dict[str, Any] = {}
-    if condition:
-        kwargs["ConditionExpression"] = condition
+    condition = "attribute_not_exists(#state) OR NOT #state IN (:f0, :f1, :f2)"
+    for index, final in enumerate(FINAL_STATES):
+        values[f":f{index}"] = {"S": final}
     try:
         clients.dynamodb().update_item(
             TableName=get_settings().tasks_table,
             Key={"task_id": {"S": str(task_id)}},
             UpdateExpression=update,
+            ConditionExpression=condition,
             ExpressionAttributeNames=names,
             ExpressionAttributeValues=values,
-            **kwargs,
+        )
+    except clients.dynamodb().exceptions.ConditionalCheckFailedException:
+        return False
+    return True
+
+
+def requeue_dead(record: TaskRecord) -> bool:
+    """Put a dead task back to `queued` (a redrive). False if it changed since it was read.
+
+    `record` is the task as get() read it, and must be dead. The write requires the stored task
+    to be unchanged since (same `updated_at`) and dead, or the running claim that get() reads as
+    dead: so a task that finished meanwhile, succeeded or failed, is never reset.
+    """
+    if record.state is not TaskState.DEAD:
+        raise ValueError(f"task {record.task_id} is {record.state}, not dead")
+    now = utcnow()
+    try:
+        clients.dynamodb().update_item(
+            TableName=get_settings().tasks_table,
+            Key={"task_id": {"S": str(record.task_id)}},
+            UpdateExpression=(
+                "SET #state = :queued, updated_at = :now, expires_at = :expires"
+                " REMOVE #error, lease_expires_at"
+            ),
+            ConditionExpression="updated_at = :seen AND #state IN (:dead, :running)",
+            ExpressionAttributeNames={"#state": "state", "#error": "error"},
+            ExpressionAttributeValues={
+                ":queued": {"S": TaskState.QUEUED.value},
+                ":now": {"S": now.isoformat()},
+                ":expires": {"N": _expires_at(now)},
+                ":seen": {"S": record.updated_at.isoformat()},
+                ":dead": {"S": TaskState.DEAD.value},
+                ":running": {"S": TaskState.RUNNING.value},
+            },
         )
     except clients.dynamodb().exceptions.ConditionalCheckFailedException:
         return False
@@ -127,6 +166,7 @@ def transition(
 
 
 def get(task_id: UUID) -> TaskRecord | None:
+    """The task's status, as GET /tasks/{task_id} shows it (see TaskRecord.as_of)."""
     response = clients.dynamodb().get_item(
         TableName=get_settings().tasks_table,
         Key={"task_id": {"S": str(task_id)}},
@@ -135,7 +175,8 @@ def get(task_id: UUID) -> TaskRecord | None:
     item = response.get("Item")
     if item is None:
         return None
-    return TaskRecord(
+    lease = item.get("lease_expires_at", {}).get("N")
+    record = TaskRecord(
         task_id=UUID(item["task_id"]["S"]),
         kind=item["kind"]["S"],
         state=TaskState(item["state"]["S"]),
@@ -145,4 +186,6 @@ def get(task_id: UUID) -> TaskRecord | None:
         error=item["error"]["S"] if "error" in item else None,
         result=json.loads(item["result"]["S"]) if "result" in item else None,
         owner=item["owner"]["S"] if "owner" in item else None,
+        lease_expires_at=datetime.fromtimestamp(float(lease), UTC) if lease else None,
     )
+    return record.as_of(utcnow(), get_settings().max_receive_count)
