@@ -3,8 +3,10 @@ Lambda handler (SQS event in), against the template's resources in moto."""
 
 import copy
 import json
+import unicodedata
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 from uuid import UUID
 
 import pytest
@@ -215,6 +217,86 @@ def test_cr_lf_in_header_fields_is_refused(
     assert response.status_code == 422
     assert [error["loc"] for error in response.json()["detail"]] == [["body", field]]
     assert aws.receive_all(aws.email_queue) == []
+
+
+# Line and paragraph separators, NEL, VT, FF, NUL, TAB, ESC, DEL: categories Cc, Zl and Zp.
+NOT_SINGLE_LINE = ["\u2028", "\u2029", "\x85", "\x0b", "\x0c", "\x00", "\t", "\x1b", "\x7f"]
+
+
+@pytest.mark.parametrize("char", NOT_SINGLE_LINE, ids=lambda c: f"U+{ord(c):04X}")
+@pytest.mark.parametrize("where", ["inside", "at the end"])
+def test_a_subject_with_a_control_or_separator_character_is_refused(
+    aws: AwsStack, client: TestClient, char: str, where: str
+) -> None:
+    subject = f"Hello{char}Bcc: victim@example.net" if where == "inside" else f"Hello{char}"
+    email = {"to": "bob@example.org", "subject": subject, "text": "hello"}
+
+    response = client.post("/emails", json=email)
+
+    assert response.status_code == 422, response.text
+    errors = response.json()["detail"]
+    assert [error["loc"] for error in errors] == [["body", "subject"]]
+    assert f"U+{ord(char):04X}" in errors[0]["msg"]
+    assert aws.receive_all(aws.email_queue) == []
+
+
+@pytest.mark.parametrize(
+    "char", ["\u2028", "\x85", "\x0b", "\x00"], ids=lambda c: f"U+{ord(c):04X}"
+)
+@pytest.mark.parametrize(
+    ("route", "field"),
+    [("/email/{}", "to_email"), ("/send-notification/{}", "email")],
+)
+def test_an_address_in_the_path_with_a_control_character_is_refused(
+    aws: AwsStack, client: TestClient, char: str, route: str, field: str
+) -> None:
+    # Email validation would quietly strip these at the ends; they are refused instead
+    for address in (f"bob@example.org{char}", f"{char}bob@example.org"):
+        response = client.post(route.format(quote(address)))
+
+        assert response.status_code == 422, (address, response.text)
+        assert [e["loc"] for e in response.json()["detail"]] == [["path", field]]
+    assert aws.receive_all(aws.email_queue) == aws.receive_all(aws.task_queue) == []
+
+
+def test_a_subject_with_a_separator_that_bypassed_the_api_is_never_sent(
+    aws: AwsStack, event: EventLoader, lambda_context: Any
+) -> None:
+    # Given a send_email message put on the queue by something other than the API
+    sqs_event = event("sqs-email-worker.json")
+    sqs_event["Records"] = sqs_event["Records"][:1]
+    body = json.loads(sqs_event["Records"][0]["body"])
+    body["payload"]["subject"] = "Hello\u2028Bcc: victim@example.net"
+    sqs_event["Records"][0]["body"] = json.dumps(body)
+    from workers.email import handler as email_handler
+
+    # When the email worker gets it
+    response = email_handler(sqs_event, lambda_context)
+
+    # Then nothing is sent, the message is not retried, and the task says why
+    assert response == {"batchItemFailures": []}
+    assert aws.sent_emails() == []
+    task = aws.task(body["task_id"])
+    assert task is not None and task["state"] in {"failed", "dead"}, task
+    assert "U+2028" in task["error"], task
+
+
+def test_an_upload_filename_with_separators_becomes_a_safe_key(
+    aws: AwsStack, client: TestClient
+) -> None:
+    # A filename is only a name: it is sanitised (not refused), and the key has none of them
+    offer = {
+        "filename": "a\u2028b\u2029c\x85d\x0be\x00f.csv",
+        "content_type": "text/csv",
+        "size": 3,
+    }
+
+    response = client.post("/uploads", json=offer)
+
+    assert response.status_code == 201, response.text
+    key = response.json()["key"]
+    assert not [c for c in key if unicodedata.category(c) in {"Cc", "Zl", "Zp"}], key
+    assert key.endswith("/a_b_cdef.csv"), key
 
 
 # ------------------------------------------------------------------ recipient allow-list
