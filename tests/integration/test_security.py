@@ -1,6 +1,7 @@
 """Security behaviour through the real entry points: TestClient (HTTP), the email worker's
 Lambda handler (SQS event in), against the template's resources in moto."""
 
+import base64
 import copy
 import json
 import unicodedata
@@ -434,3 +435,35 @@ def test_two_callers_without_a_subject_do_not_share_an_idempotency_key(
     # Then neither gets a task id (which would be the same one, readable by both)
     assert [answer["statusCode"] for answer in answers] == [401, 401]
     assert aws.receive_all(aws.email_queue) == []
+
+
+# ------------------------------------------------------------------ presigned upload form
+
+
+def upload_policy(fields: dict[str, str]) -> dict[str, Any]:
+    """The POST policy S3 enforces, decoded from the form fields the API hands out."""
+    policy: dict[str, Any] = json.loads(base64.b64decode(fields["policy"]))
+    return policy
+
+
+@pytest.mark.parametrize("size", [1, 1234, 1_073_741_824])
+def test_the_upload_form_accepts_exactly_the_declared_size_at_exactly_its_key(
+    aws: AwsStack, client: TestClient, size: int
+) -> None:
+    # Given an upload declared as `size` bytes
+    offer = {"filename": "orders.csv", "content_type": "text/csv", "size": size}
+
+    # When the API hands out the presigned POST
+    response = client.post("/uploads", json=offer)
+
+    # Then S3 will take exactly that many bytes, at exactly that key, of that type
+    assert response.status_code == 201, response.text
+    created = response.json()
+    conditions = upload_policy(created["fields"])["conditions"]
+    ranges = [c for c in conditions if isinstance(c, list) and c[0] == "content-length-range"]
+    assert ranges == [["content-length-range", size, size]]
+    assert created["size"] == size
+    assert {"key": created["key"]} in conditions
+    assert created["fields"]["key"] == created["key"]
+    assert not [c for c in conditions if isinstance(c, list) and c[0] == "starts-with"]
+    assert {"Content-Type": "text/csv"} in conditions
