@@ -115,7 +115,9 @@ def _error(description: str) -> dict[str, Any]:
 
 # Error responses to declare on routes, so that the OpenAPI schema (and schemathesis) knows them.
 UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
-    status.HTTP_401_UNAUTHORIZED: _error("Missing or invalid bearer token.")
+    status.HTTP_401_UNAUTHORIZED: _error(
+        "Missing or invalid bearer token, or a JWT without a subject (`sub`)."
+    )
 }
 BODY_ERRORS: dict[int | str, dict[str, Any]] = {
     status.HTTP_400_BAD_REQUEST: _error("The request body could not be parsed."),
