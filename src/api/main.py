@@ -1,5 +1,8 @@
 """Composes the app: routers and error mapping. `handler` is the Lambda entry point."""
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import Depends, FastAPI, Request, status
 from fastapi.responses import JSONResponse
 from mangum import Mangum
@@ -10,6 +13,17 @@ from api.stage import ApiGatewayStage
 from offload.errors import EnqueueError
 from offload.fastapi import CorrelationIdHeader
 from offload.registry import InvalidTaskArgumentsError
+from offload.settings import get_settings
+
+
+@asynccontextmanager
+async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    # Read the settings before serving: invalid ones (an empty OFFLOAD_API_TOKEN) stop uvicorn
+    # from starting instead of failing on each call. Mangum runs with lifespan="off", where
+    # the same error answers every call with 500 (never an open API).
+    get_settings()
+    yield
+
 
 app = FastAPI(
     title="Offload",
@@ -17,6 +31,7 @@ app = FastAPI(
     version="0.1.0",
     # Every route needs the bearer token when one is configured, except PUBLIC_PATHS.
     dependencies=[Depends(require_api_token)],
+    lifespan=lifespan,
 )
 app.add_middleware(BodySizeLimit)
 app.add_middleware(CorrelationIdHeader)

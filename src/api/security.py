@@ -1,8 +1,10 @@
-"""The API's own guards: an optional bearer token and a request body size limit.
+"""The API's own guards: a JWT must name its caller, an optional bearer token, and a request
+body size limit.
 
-On AWS the HTTP API's JWT authorizer checks every route but /health before Lambda runs, so
-the token check here is off unless OFFLOAD_API_TOKEN is set: that is for the local system, or
-for any deployment without an authorizer in front.
+On AWS the HTTP API's JWT authorizer checks every route but /health before Lambda runs; the
+app then refuses a token without a `sub` (401), since the caller owns what it creates. The
+token check here is off unless OFFLOAD_API_TOKEN is set: that is for the local system, or for
+any deployment without an authorizer in front. Set but empty, it is a settings error.
 """
 
 import secrets
@@ -13,6 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.models import ErrorDetail
+from offload.fastapi import caller_subject
 from offload.settings import get_settings
 
 # Routes anyone may call, token or not (load balancers and uptime checks).
@@ -28,10 +31,14 @@ async def require_api_token(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
-    """Refuse the call with 401 unless it carries the configured token (if one is)."""
+    """Refuse the call with 401 unless it carries the configured token (if one is), and
+    unless its JWT (under API Gateway) names the caller (`sub`)."""
     expected = get_settings().api_token
     route = request.scope.get("route")
-    if expected is None or getattr(route, "path", None) in PUBLIC_PATHS:
+    if getattr(route, "path", None) in PUBLIC_PATHS:
+        return
+    caller_subject(request)  # 401 for a JWT without `sub`, before any route runs
+    if expected is None:
         return
     given = credentials.credentials if credentials is not None else ""
     # Constant time: the comparison must not reveal how much of a guess was right.
@@ -108,7 +115,9 @@ def _error(description: str) -> dict[str, Any]:
 
 # Error responses to declare on routes, so that the OpenAPI schema (and schemathesis) knows them.
 UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
-    status.HTTP_401_UNAUTHORIZED: _error("Missing or invalid bearer token.")
+    status.HTTP_401_UNAUTHORIZED: _error(
+        "Missing or invalid bearer token, or a JWT without a subject (`sub`)."
+    )
 }
 BODY_ERRORS: dict[int | str, dict[str, Any]] = {
     status.HTTP_400_BAD_REQUEST: _error("The request body could not be parsed."),

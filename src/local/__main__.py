@@ -77,6 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     poll = commands.add_parser("poll", help="(internal) one worker instance")
     poll.add_argument("spec")
     args = parser.parse_args(argv)
+    if args.command == "run" and args.api_token is not None and not args.api_token.strip():
+        # Empty would otherwise mean "no token": an open API where one was asked for.
+        parser.error(
+            "--api-token (or OFFLOAD_API_TOKEN) is empty: give a token, or unset "
+            "OFFLOAD_API_TOKEN to run the API without one"
+        )
 
     if args.command == "emails":
         return _emails(args.moto_url)

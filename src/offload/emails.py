@@ -1,8 +1,17 @@
 """The send_email task and the validated email it sends."""
 
+import unicodedata
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    EmailStr,
+    Field,
+    model_validator,
+)
 
 from offload.aws import ses
 from offload.errors import PermanentTaskError, RecipientNotAllowedError
@@ -13,9 +22,24 @@ from offload.settings import get_settings
 MAX_BODY_CHARS = 100_000
 
 
-def _single_line(value: str) -> str:
-    if "\r" in value or "\n" in value:
-        raise ValueError("must be a single line (no CR or LF characters)")
+# Control characters (CR, LF, NUL, VT, FF, NEL, ...) and the line and paragraph separators
+# U+2028 and U+2029: whatever a mail client or a log might read as a line break or a cut.
+NOT_SINGLE_LINE = frozenset({"Cc", "Zl", "Zp"})
+
+
+def single_line(value: Any) -> Any:
+    """Refuse text with a character of category Cc, Zl or Zp, anywhere in it.
+
+    Run before other validation (BeforeValidator): whitespace stripping and email
+    normalisation would otherwise drop such characters at the ends without a word.
+    """
+    if isinstance(value, str):
+        for char in value:
+            if unicodedata.category(char) in NOT_SINGLE_LINE:
+                raise ValueError(
+                    f"must be a single line of text: U+{ord(char):04X} "
+                    f"({unicodedata.name(char, 'a control character')}) is not allowed"
+                )
     return value
 
 
@@ -37,9 +61,11 @@ def _allowed(address: str) -> str:
     return address
 
 
-Subject = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_single_line)]
+Subject = Annotated[str, Field(min_length=1, max_length=200), BeforeValidator(single_line)]
+# An address, without control characters even at its ends (where EmailStr would strip them).
+Address = Annotated[EmailStr, BeforeValidator(single_line)]
 # A recipient on this stage's allow-list: checked by the API (422) and again by the task.
-Recipient = Annotated[EmailStr, AfterValidator(_allowed)]
+Recipient = Annotated[Address, AfterValidator(_allowed)]
 Body = Annotated[str, Field(min_length=1, max_length=MAX_BODY_CHARS)]
 
 

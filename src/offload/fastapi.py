@@ -147,13 +147,23 @@ class CorrelationIdHeader:
 def caller_subject(request: Request) -> str | None:
     """The caller: the JWT `sub` claim API Gateway's authorizer put in the event (under Mangum).
 
-    None without a JWT (the local system, plain uvicorn): such tasks have no owner.
+    None without a JWT (the local system, plain uvicorn): such tasks have no owner. A JWT
+    without a `sub` is refused with 401: its holder cannot be told apart from other such
+    holders, who would share one identity (each other's tasks and Idempotency-Keys).
     """
     event = request.scope.get("aws.event") or {}
     authorizer = (event.get("requestContext") or {}).get("authorizer") or {}
-    claims = (authorizer.get("jwt") or {}).get("claims") or {}
-    subject = claims.get("sub")
-    return str(subject) if subject else None
+    jwt = authorizer.get("jwt")
+    if jwt is None:
+        return None
+    subject = str((jwt.get("claims") or {}).get("sub") or "").strip()
+    if not subject:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail="the token has no subject (sub claim): the caller cannot be identified",
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        )
+    return subject
 
 
 async def idempotent_request(request: Request) -> IdempotentRequest | None:

@@ -6,7 +6,7 @@ from the same template, so there is one source of truth.
 
 from functools import lru_cache
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -50,11 +50,24 @@ class Settings(BaseSettings):
     result_url_expires_seconds: int = Field(default=3_600, ge=60, le=604_800)
     # Security. When set, every route but /health needs `Authorization: Bearer <api_token>`
     # (the local system; on AWS the HTTP API's JWT authorizer guards the routes instead).
+    # Set but empty is an error, never "open": see _api_token_not_empty.
     api_token: SecretStr | None = None
     # Largest request body the API reads; bigger ones get 413.
     max_body_bytes: int = Field(default=1_048_576, ge=1)
     # Comma-separated addresses or domains email may go to; empty allows any.
     allowed_recipients: str = ""
+
+    @field_validator("api_token")
+    @classmethod
+    def _api_token_not_empty(cls, value: SecretStr | None) -> SecretStr | None:
+        # An empty token would match an empty Authorization header: refuse it rather than
+        # guess whether "empty" was meant as "off".
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError(
+                "OFFLOAD_API_TOKEN is set but empty: set a token, or unset the variable "
+                "to leave the API without one"
+            )
+        return value
 
     def queue_url(self, queue: str) -> str:
         urls = {"tasks": self.task_queue_url, "email": self.email_queue_url}

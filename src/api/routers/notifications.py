@@ -1,10 +1,10 @@
 """FastAPI's BackgroundTasks example, made durable by changing one import."""
 
 from fastapi import APIRouter, Request, status
-from pydantic import EmailStr
 
 from api.models import TaskAccepted
 from api.security import BODY_ERRORS, NOT_QUEUED, UNAUTHORIZED
+from offload.emails import Address
 from offload.fastapi import BackgroundTasks
 from offload.notifications import write_log
 
@@ -13,7 +13,7 @@ router = APIRouter(tags=["notifications"], responses=UNAUTHORIZED | BODY_ERRORS 
 
 @router.post("/send-notification/{email}", status_code=status.HTTP_202_ACCEPTED)
 async def send_notification(
-    email: EmailStr, background_tasks: BackgroundTasks, request: Request
+    email: Address, background_tasks: BackgroundTasks, request: Request
 ) -> TaskAccepted:
     task_id = background_tasks.add_task(write_log, f"Notification sent to {email}")
     return TaskAccepted.of(request, task_id)

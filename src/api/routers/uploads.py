@@ -26,7 +26,8 @@ class UploadCreated(BaseModel):
     url: str = Field(description="POST the file here as multipart/form-data...")
     fields: dict[str, str] = Field(description="...with these form fields first, then `file`.")
     expires_in: int = Field(description="Seconds the presigned POST stays valid.")
-    max_bytes: int
+    size: int = Field(description="The form accepts a file of exactly this many bytes.")
+    max_bytes: int = Field(description="The largest size POST /uploads accepts.")
     status_url: str
 
 
@@ -60,7 +61,8 @@ def _bucket() -> str:
 async def create_upload(
     upload: UploadCreate, request: Request, response: Response
 ) -> UploadCreated:
-    """Record the upload as queued and hand out a presigned POST for exactly this file."""
+    """Record the upload as queued and hand out a presigned POST for exactly this file: its
+    key, its content type and its declared size."""
     settings = get_settings()
     bucket = _bucket()
     upload_id = uuid4()
@@ -71,7 +73,7 @@ async def create_upload(
             bucket,
             key,
             content_type=upload.content_type,
-            max_bytes=settings.upload_max_bytes,
+            size=upload.size,
             expires_in=settings.upload_url_expires_seconds,
         )
     )
@@ -83,6 +85,7 @@ async def create_upload(
         url=post["url"],
         fields=post["fields"],
         expires_in=settings.upload_url_expires_seconds,
+        size=upload.size,
         max_bytes=settings.upload_max_bytes,
         status_url=status_url,
     )

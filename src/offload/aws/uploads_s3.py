@@ -18,16 +18,21 @@ MISSING_CODES = {"NoSuchKey", "404", "NotFound", "NoSuchBucket"}
 
 
 def presigned_post(
-    bucket: str, key: str, *, content_type: str, max_bytes: int, expires_in: int
+    bucket: str, key: str, *, content_type: str, size: int, expires_in: int
 ) -> dict[str, Any]:
-    """URL and form fields for a browser or curl to POST one file to `key`.
+    """URL and form fields for a browser or curl to POST one file of `size` bytes to `key`.
 
-    The policy pins the key and the Content-Type and bounds the size; S3 refuses anything else.
+    The policy pins the key (exactly: never a prefix), the Content-Type and the size (exactly
+    the declared one); S3 refuses anything else. It stays valid until it expires, so a second
+    POST of the same form overwrites the same key with a file of the same size and type.
     """
+    if "${filename}" in key:
+        # boto3 would turn the key condition into a prefix ("starts-with").
+        raise ValueError(f"an upload key must be exact, not a template: {key!r}")
     fields = {"Content-Type": content_type}
     conditions: list[Any] = [
         {"Content-Type": content_type},
-        ["content-length-range", 1, max_bytes],
+        ["content-length-range", size, size],
     ]
     post: dict[str, Any] = clients.s3_signer().generate_presigned_post(
         Bucket=bucket, Key=key, Fields=fields, Conditions=conditions, ExpiresIn=expires_in
