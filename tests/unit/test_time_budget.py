@@ -1,0 +1,41 @@
+"""The record's time budget covers the worst case of the calls a record makes."""
+
+import pytest
+from pydantic import ValidationError
+
+from offload.aws import clients
+from offload.settings import Settings, aws_call_worst_seconds
+
+
+def test_the_defaults_leave_room_for_one_ses_attempt_and_the_write_that_records_it() -> None:
+    settings = Settings()
+
+    # SES: one attempt, cut off by its timeouts; DynamoDB/SQS: three attempts of 1 s + 2 s and
+    # the SDK's backoffs between them (at most 1 s, then 2 s)
+    assert aws_call_worst_seconds() == 3 * (1 + 2) + 1 + 2
+    assert settings.ses_send_seconds == (
+        settings.ses_connect_timeout_seconds
+        + settings.ses_read_timeout_seconds
+        + aws_call_worst_seconds()
+    )
+    assert settings.record_time_budget_ms / 1000 > settings.ses_send_seconds
+
+
+def test_a_budget_too_small_for_the_ses_call_is_refused_with_the_figure() -> None:
+    with pytest.raises(ValidationError, match="OFFLOAD_RECORD_TIME_BUDGET_MS"):
+        Settings(record_time_budget_ms=5_000)
+    with pytest.raises(ValidationError, match="OFFLOAD_RECORD_TIME_BUDGET_MS"):
+        Settings(ses_read_timeout_seconds=30)
+
+
+@pytest.mark.usefixtures("env")
+def test_the_ses_client_is_built_for_one_attempt_within_its_timeouts() -> None:
+    settings = Settings()
+    config = clients.ses().meta.config
+
+    assert config.retries == {"mode": "standard", "total_max_attempts": 1}
+    assert config.connect_timeout == settings.ses_connect_timeout_seconds
+    assert config.read_timeout == settings.ses_read_timeout_seconds
+    for client in (clients.dynamodb(), clients.sqs()):
+        assert client.meta.config.retries == {"mode": "standard", "total_max_attempts": 3}
+        assert client.meta.config.connect_timeout + client.meta.config.read_timeout == 3
