@@ -7,7 +7,6 @@ child per size); the failure is injected into the second size only.
 from typing import Any
 
 import pytest
-
 from benchmarks import __main__ as bench
 from benchmarks import uploads
 from benchmarks._common import measured

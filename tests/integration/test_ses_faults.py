@@ -45,7 +45,7 @@ class SesOutage:
         outage = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - the http.server API
+            def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 if self.path == SEND_EMAIL_PATH:
                     with outage._lock:
@@ -104,10 +104,10 @@ def retry_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     get_settings.cache_clear()
 
 
-def enqueue_email(to: str = "dora@example.com") -> UUID:
+def enqueue_email(to: str = "dora@example.com", count: int = 1) -> UUID:
     definition = definition_of(send_email)
     payload = definition.payload(to=to, subject="Your report", text="It is ready.")
-    return enqueue([TaskCall(definition, payload)])[0].task_id
+    return enqueue([TaskCall(definition, payload) for _ in range(count)])[0].task_id
 
 
 def received_event(queue_url: str) -> dict[str, Any]:
@@ -232,7 +232,32 @@ def test_ses_is_not_called_when_the_invocation_has_less_time_left_than_the_call_
     assert json_logs.find("task failed; will retry")
 
 
-# ---------------------------------------------------------------- riding out throttling
+# ---------------------------------------------------------------- riding out an outage
+
+
+def test_records_that_a_slow_ses_leaves_no_time_for_come_back_after_the_backoff(
+    aws: AwsStack, ses_outage: SesOutage
+) -> None:
+    # Given three emails in one batch, SES answering slower than its read timeout, and an
+    # invocation with time for the first record only
+    ses_outage.answer_after(10.5)
+    enqueue_email(count=3)
+    event = received_event(aws.email_queue)
+    assert len(event["Records"]) == 3
+    context = LambdaContext("offload-dev-EmailWorker", int(budget_seconds()) + 2)
+
+    # When the EmailWorker handles the batch
+    failed = handle(event, context)
+
+    # Then SES got one request; the other two records went back untouched, but hidden for a
+    # backoff like any transient failure, so that an outage which slows every invocation does
+    # not burn their receives (and send them to the DLQ) faster than the backoff allows
+    assert ses_outage.requests == 1
+    assert len(failed) == 3
+    assert aws.receive_all(aws.email_queue) == []
+    for record in event["Records"]:
+        status = aws.task(json.loads(record["body"])["task_id"])
+        assert status is not None and status["state"] in {"queued", "retrying"}
 
 
 def test_ses_throttled_for_ten_minutes_does_not_kill_the_task(

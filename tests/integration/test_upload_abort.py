@@ -88,9 +88,7 @@ def test_an_upload_whose_result_cannot_be_completed_reports_that_error(
         Bucket=bucket, Key=KEY, Body=b"id,customer,amount\n" + rows, ContentType="text/csv"
     )
     tasks_table.create(UPLOAD, UPLOAD_KIND)
-    message = json.loads(
-        json.dumps(event("sqs-upload-worker.json")).replace(EVENT_BUCKET, bucket)
-    )
+    message = json.loads(json.dumps(event("sqs-upload-worker.json")).replace(EVENT_BUCKET, bucket))
     message["Records"] = message["Records"][:1]
     body = message["Records"][0]["body"]
     message["Records"][0]["body"] = body.replace(EVENT_KEY, KEY)

@@ -29,13 +29,15 @@ def test_a_budget_too_small_for_the_ses_call_is_refused_with_the_figure() -> Non
 
 
 @pytest.mark.usefixtures("env")
-def test_the_ses_client_is_built_for_one_attempt_within_its_timeouts() -> None:
+def test_the_clients_are_configured_as_the_budget_assumes() -> None:
+    # (Configs, not clients: a boto3 session built here, before moto is imported, would escape
+    # moto in the integration tests of the same run.)
     settings = Settings()
-    config = clients.ses().meta.config
+    ses = clients.ses_config()
 
-    assert config.retries == {"mode": "standard", "total_max_attempts": 1}
-    assert config.connect_timeout == settings.ses_connect_timeout_seconds
-    assert config.read_timeout == settings.ses_read_timeout_seconds
-    for client in (clients.dynamodb(), clients.sqs()):
-        assert client.meta.config.retries == {"mode": "standard", "total_max_attempts": 3}
-        assert client.meta.config.connect_timeout + client.meta.config.read_timeout == 3
+    assert ses.retries == {"mode": "standard", "total_max_attempts": 1}
+    assert ses.connect_timeout == settings.ses_connect_timeout_seconds
+    assert ses.read_timeout == settings.ses_read_timeout_seconds
+    # DynamoDB and SQS: what aws_call_worst_seconds() counts
+    assert clients.RETRIED.retries == {"mode": "standard", "total_max_attempts": 3}
+    assert (clients.RETRIED.connect_timeout, clients.RETRIED.read_timeout) == (1, 2)
