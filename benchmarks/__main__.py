@@ -1,8 +1,10 @@
 """`python -m benchmarks [module ...]`: run every benchmark module and print one table.
 
 A benchmark module is any module of this package, not starting with `_`, that defines
-`run() -> list[dict]`. One module failing to import or run is reported and does not hide the
-others' rows; the exit status is then 1. A MISS is a result, not a failure.
+`run() -> list[dict]`. A figure that could not be measured is a row "not measured" with the
+reason (benchmarks._common.measured), and so is a module that fails to import or run; the
+other figures still run and print. The exit status is then 1: the table is incomplete. A MISS
+is a result, not a failure.
 """
 
 import importlib
@@ -14,6 +16,7 @@ import traceback
 from typing import Any
 
 import benchmarks
+from benchmarks._common import failure_reason, not_measured
 
 Row = dict[str, Any]
 TIMES = "\u00d7"  # the multiplication sign
@@ -39,8 +42,9 @@ def collect(names: list[str]) -> tuple[list[Row], list[str]]:
                 continue
             print(f"running benchmarks.{name} ...", file=sys.stderr, flush=True)
             rows.extend(run())
-        except Exception:  # one module's failure must not hide the others' rows
+        except Exception as exc:  # one module's failure must not hide the others' rows
             errors.append(f"benchmarks.{name} failed:\n{traceback.format_exc()}")
+            rows.append(not_measured(f"benchmarks.{name}", failure_reason(exc)))
             continue
         print(f"  done in {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
     return rows, errors
@@ -62,6 +66,8 @@ def _target(target: Any) -> str:
 
 
 def _result(row: Row) -> str:
+    if row.get("not_measured"):
+        return "not measured"
     if "passed" in row:
         return "PASS" if row["passed"] else "MISS"
     ratio, target = row.get("ratio"), row.get("target")
@@ -102,10 +108,21 @@ def table(rows: list[Row]) -> str:
 
     rule = "|" + "|".join("-" * (w + 1) + (":" if i else "-") for i, w in enumerate(widths)) + "|"
     out = [fmt(lines[0]), rule, *(fmt(line) for line in lines[1:])]
-    notes = [f"- {row['figure']}: {row['note']}" for row in rows if row.get("note")]
+    notes = [
+        f"- {row['figure']}: not measured: {row['not_measured']}"
+        if row.get("not_measured")
+        else f"- {row['figure']}: {row['note']}"
+        for row in rows
+        if row.get("note") or row.get("not_measured")
+    ]
     if notes:
         out += ["", *notes]
     return "\n".join(out)
+
+
+def exit_status(rows: list[Row], errors: list[str]) -> int:
+    """1 if any figure is missing from the table (a MISS is a result, and does not count)."""
+    return 1 if errors or any(row.get("not_measured") for row in rows) else 0
 
 
 def main(argv: list[str]) -> int:
@@ -115,7 +132,7 @@ def main(argv: list[str]) -> int:
     print(table(rows))
     for error in errors:
         print(f"\n{error}", file=sys.stderr)
-    return 1 if errors else 0
+    return exit_status(rows, errors)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+import traceback
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,33 @@ def row(
     if target is not None:
         result["passed"] = ratio <= target
     return result
+
+
+def failure_reason(exc: BaseException) -> str:
+    """One line for a table: the exception's type and the first line of its message."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")[:300]
+
+
+def not_measured(figure: str, reason: str) -> Row:
+    """A row for a figure that could not be measured; `make bench` prints it with the reason."""
+    return {"figure": figure, "value": None, "not_measured": reason}
+
+
+def report_failure(figure: str, exc: BaseException) -> str:
+    """Print the whole traceback to stderr and return the one-line reason for the row."""
+    trace = "".join(traceback.format_exception(exc))
+    print(f"{figure}: not measured\n{trace}", file=sys.stderr, flush=True)
+    return failure_reason(exc)
+
+
+def measured(figure: str, produce: Callable[[], list[Row]]) -> list[Row]:
+    """The rows `produce()` returns or, if it fails, one row saying that `figure` was not
+    measured and why: one failure must not cost the other figures of the run."""
+    try:
+        return produce()
+    except Exception as exc:
+        return [not_measured(figure, report_failure(figure, exc))]
 
 
 def spawn(args: list[str], env: dict[str, str], log: Path | None = None) -> subprocess.Popen[bytes]:

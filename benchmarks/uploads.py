@@ -8,6 +8,9 @@
    measurement runs in a fresh subprocess and reads its own ru_maxrss. Target: < 256 MB, and
    flat between the two sizes.
 
+A figure that cannot be measured (moto failing a call, a child crashing) is a row that says so,
+with the reason; the other figures still run.
+
 `python -m benchmarks.uploads [--quick]` prints the rows; `run()` returns them for `make bench`.
 """
 
@@ -24,7 +27,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import ROOT, child_env, moto_server
+from benchmarks._common import (
+    ROOT,
+    child_env,
+    measured,
+    moto_server,
+    not_measured,
+    report_failure,
+)
 
 Row = dict[str, Any]
 MB = 1_000_000
@@ -201,8 +211,39 @@ def _measure_child(spec: str) -> None:
     )
 
 
+def _label(size: int) -> str:
+    return f"{size // (1_000 * MB)} GB" if size % (1_000 * MB) == 0 else f"{size / MB:,.0f} MB"
+
+
+def _measure_size(endpoint: str, env: dict[str, str], bucket: str, index: int, size: int) -> Any:
+    """Put a generated CSV of `size` bytes in moto and measure the worker's path on it."""
+    upload_id = f"00000000-0000-4000-8000-{index:012d}"
+    key = f"uploads/{upload_id}/bench-{size // MB}MB.csv"
+    actual = _put_generated(endpoint, bucket, key, size)
+    spec = json.dumps({"bucket": bucket, "key": key, "upload_id": upload_id})
+    try:
+        child = subprocess.run(
+            [sys.executable, "-m", "benchmarks.uploads", "--measure", spec],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=1800,
+            check=False,
+        )
+    finally:
+        _client("s3", endpoint).delete_object(Bucket=bucket, Key=key)
+    if child.returncode != 0:
+        print(child.stderr[-3000:], file=sys.stderr, flush=True)
+        last = (child.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"measuring {key} failed: {last}")
+    return json.loads(child.stdout.strip().splitlines()[-1]) | {"bytes": actual}
+
+
 def peak_rss(sizes: tuple[int, ...] = RSS_SIZES) -> list[Row]:
-    measured: dict[int, dict[str, Any]] = {}
+    """One row per size, and the comparison of the first two; a size that fails is a row that
+    says why, and the others are still measured."""
+    results: dict[int, dict[str, Any] | str] = {}
     with moto_server() as endpoint:
         env = child_env(AWS_ENDPOINT_URL=endpoint)
         s3 = _client("s3", endpoint)
@@ -221,32 +262,21 @@ def peak_rss(sizes: tuple[int, ...] = RSS_SIZES) -> list[Row]:
             OFFLOAD_UPLOAD_MAX_BYTES=str(2 * 1024**3),
         )
         for index, size in enumerate(sizes):
-            upload_id = f"00000000-0000-4000-8000-{index:012d}"
-            key = f"uploads/{upload_id}/bench-{size // MB}MB.csv"
-            actual = _put_generated(endpoint, bucket, key, size)
-            spec = json.dumps({"bucket": bucket, "key": key, "upload_id": upload_id})
-            child = subprocess.run(
-                [sys.executable, "-m", "benchmarks.uploads", "--measure", spec],
-                cwd=ROOT,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=1800,
-                check=False,
-            )
-            if child.returncode != 0:
-                raise RuntimeError(f"measuring {key} failed:\n{child.stderr[-3000:]}")
-            measured[size] = json.loads(child.stdout.strip().splitlines()[-1]) | {"bytes": actual}
-            s3.delete_object(Bucket=bucket, Key=key)
+            try:
+                results[size] = _measure_size(endpoint, env, bucket, index, size)
+            except Exception as exc:  # the other sizes are still measured
+                results[size] = report_failure(f"peak RSS, {_label(size)}", exc)
     rows: list[Row] = []
-    small, large = (measured[s] for s in sizes[:2])
-    small_mb, large_mb = small["peak_kb"] / 1024, large["peak_kb"] / 1024
-    for data in measured.values():
+    for size, data in results.items():
+        figure = f"upload worker peak RSS, {_label(size)} CSV from moto S3"
+        if isinstance(data, str):
+            rows.append(not_measured(figure, data))
+            continue
         peak_mb = data["peak_kb"] / 1024
         imported_mb = data["imported_kb"] / 1024
         rows.append(
             {
-                "figure": f"upload worker peak RSS, {data['bytes'] / MB:,.0f} MB CSV from moto S3",
+                "figure": figure,
                 "value": round(peak_mb, 1),
                 "baseline": round(imported_mb, 1),
                 "ratio": peak_mb / imported_mb,
@@ -259,9 +289,16 @@ def peak_rss(sizes: tuple[int, ...] = RSS_SIZES) -> list[Row]:
                 ),
             }
         )
+    small_size, large_size = sizes[:2]
+    figure = f"upload worker peak RSS, {_label(large_size)} against {_label(small_size)}"
+    small, large = results[small_size], results[large_size]
+    if isinstance(small, str) or isinstance(large, str):
+        rows.append(not_measured(figure, "needs both sizes, and one was not measured"))
+        return rows
+    small_mb, large_mb = small["peak_kb"] / 1024, large["peak_kb"] / 1024
     rows.append(
         {
-            "figure": "upload worker peak RSS, 1 GB against 100 MB",
+            "figure": figure,
             "value": round(large_mb, 1),
             "baseline": round(small_mb, 1),
             "ratio": large_mb / small_mb,
@@ -276,9 +313,13 @@ def peak_rss(sizes: tuple[int, ...] = RSS_SIZES) -> list[Row]:
 
 def run() -> list[Row]:
     quick = os.getenv("OFFLOAD_BENCH_QUICK") == "1"
-    if quick:
-        return throughput(20 * MB, rounds=2) + peak_rss((10 * MB, 100 * MB))
-    return throughput() + peak_rss()
+    size, rounds, sizes = (
+        (20 * MB, 2, (10 * MB, 100 * MB)) if quick else (THROUGHPUT_BYTES, 3, RSS_SIZES)
+    )
+    return [
+        *measured("upload processing throughput", lambda: throughput(size, rounds)),
+        *measured("upload worker peak RSS", lambda: peak_rss(sizes)),
+    ]
 
 
 def main(argv: list[str]) -> int:

@@ -31,3 +31,7 @@ class TransientTaskError(TaskError):
 
 class EnqueueError(TaskError):
     """The task could not be handed to SQS; nothing was enqueued for it."""
+
+
+class NotEnoughTimeError(TransientTaskError):
+    """Too little of the invocation is left to start a call that must not be cut off."""

@@ -11,19 +11,27 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from offload.aws import sqs, tasks_table
 from offload.models import TaskState
 from offload.observability import logger
-from offload.settings import get_settings
+from offload.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.type_defs import MessageAttributeValueTypeDef
 
 
-def backoff_seconds(attempt: int) -> int:
-    """Exponential backoff from the receive count, capped, with equal jitter."""
-    settings = get_settings()
+def backoff_bounds(attempt: int, settings: Settings | None = None) -> tuple[int, int]:
+    """The shortest and longest backoff after receive `attempt`: an exponential ceiling from
+    OFFLOAD_RETRY_BASE_SECONDS, capped at OFFLOAD_RETRY_MAX_SECONDS, with equal jitter (the
+    delay is drawn between half the ceiling and the ceiling)."""
+    settings = settings or get_settings()
     # The exponent is capped: 2 ** 1024 no longer converts to float (a queue with no redrive).
     growth = 2 ** min(max(attempt - 1, 0), 64)
     ceiling = min(settings.retry_max_seconds, settings.retry_base_seconds * growth)
-    return int(ceiling / 2 + random.uniform(0, ceiling / 2))  # noqa: S311 - jitter, not crypto
+    return int(ceiling / 2), int(ceiling)
+
+
+def backoff_seconds(attempt: int) -> int:
+    """Exponential backoff from the receive count, capped, with equal jitter."""
+    low, high = backoff_bounds(attempt)
+    return random.randint(low, high)  # noqa: S311 - jitter, not crypto
 
 
 def record_transient_failure(task_id: UUID, kind: str, attempt: int, exc: BaseException) -> int:

@@ -9,6 +9,19 @@ from functools import lru_cache
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# DynamoDB and SQS calls are idempotent or conditional, so the SDK may retry them: at most
+# AWS_MAX_ATTEMPTS attempts of AWS_CONNECT_TIMEOUT_SECONDS + AWS_READ_TIMEOUT_SECONDS each, with
+# the SDK's backoff between them (standard mode: at most 1 s, then 2 s, ... capped at 20 s).
+AWS_MAX_ATTEMPTS = 3
+AWS_CONNECT_TIMEOUT_SECONDS = 1.0
+AWS_READ_TIMEOUT_SECONDS = 2.0
+
+
+def aws_call_worst_seconds() -> float:
+    """The longest one DynamoDB or SQS call can take before it fails: 12 s by default."""
+    backoffs = sum(min(2.0**retry, 20.0) for retry in range(AWS_MAX_ATTEMPTS - 1))
+    return AWS_MAX_ATTEMPTS * (AWS_CONNECT_TIMEOUT_SECONDS + AWS_READ_TIMEOUT_SECONDS) + backoffs
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="OFFLOAD_", extra="ignore")
@@ -22,13 +35,19 @@ class Settings(BaseSettings):
     email_dlq_url: str = ""
     sender_email: str = "noreply@example.com"
     # Receives after which SQS moves a message to the DLQ; mirrors the queue's redrive policy.
-    max_receive_count: int = Field(default=5, ge=1)
+    # With the backoff below, 12 receives outlive 705 to 1410 s of failures (README, "Retries").
+    max_receive_count: int = Field(default=12, ge=1)
     task_ttl_days: int = Field(default=14, ge=1)
     # Retry backoff for transient errors: exponential from the receive count, with jitter, capped.
     retry_base_seconds: float = Field(default=2.0, ge=0)
     retry_max_seconds: int = Field(default=300, ge=0, le=43_200)
-    # A worker stops taking records when less than this much of its Lambda time is left.
-    record_time_budget_ms: int = Field(default=5_000, ge=0)
+    # SES SendEmail has no idempotency token: one attempt per delivery (the queue retries), cut
+    # off by these timeouts, so that its worst case is known.
+    ses_connect_timeout_seconds: float = Field(default=1.0, gt=0)
+    ses_read_timeout_seconds: float = Field(default=3.0, gt=0)
+    # A worker stops taking records when less than this much of its Lambda time is left. It
+    # must cover one SES send and the write that records it (checked below).
+    record_time_budget_ms: int = Field(default=20_000, ge=0)
     # How long a finished task's idempotency record keeps duplicates from running it again.
     idempotency_ttl_seconds: int = Field(default=86_400, ge=60)
     # Claim check: a task message larger than this (the queues' MaximumMessageSize) is stored
@@ -68,6 +87,13 @@ class Settings(BaseSettings):
                 "to leave the API without one"
             )
         return value
+
+    @property
+    def ses_send_seconds(self) -> float:
+        """Time an invocation must have left to call SES: the one attempt's worst case, then the
+        worst case of the DynamoDB write that records the email (16 s by default)."""
+        ses = self.ses_connect_timeout_seconds + self.ses_read_timeout_seconds
+        return ses + aws_call_worst_seconds()
 
     def queue_url(self, queue: str) -> str:
         urls = {"tasks": self.task_queue_url, "email": self.email_queue_url}

@@ -8,7 +8,8 @@ Outcomes for a record:
   `retrying`, or `dead` once the queue's maxReceiveCount is reached (SQS then moves it).
 - a duplicate of a finished task: skipped (its status is final), or, if it races the first
   delivery, held back by the idempotency record until that delivery ends or expires.
-- the Lambda is near its timeout: the record goes back to the queue at once, untouched.
+- the Lambda is near its timeout: the record goes back to the queue untouched, after the same
+  backoff as a transient failure (the receive counted).
 """
 
 import json
@@ -32,7 +33,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
-from offload import claim_check
+from offload import claim_check, deadline
 from offload.aws import idempotency, tasks_table
 from offload.errors import (
     InvalidMessageError,
@@ -160,8 +161,14 @@ def process_record(record: SQSRecord, queue: QueueName, context: LambdaContext) 
 def _process(record: SQSRecord, queue: QueueName, context: LambdaContext, attempt: int) -> Any:
     settings = get_settings()
     if context.get_remaining_time_in_millis() < settings.record_time_budget_ms:
-        show_again_in(settings.queue_url(queue), record.receipt_handle, 0)
-        logger.warning("near the Lambda timeout; record returned to the queue untouched")
+        # This receive counts toward maxReceiveCount like a failure, so it waits the same
+        # backoff: an outage that slows every invocation must not burn receives faster.
+        delay = backoff_seconds(attempt)
+        show_again_in(settings.queue_url(queue), record.receipt_handle, delay)
+        logger.warning(
+            "near the Lambda timeout; record returned to the queue untouched",
+            extra={"retry_in_seconds": delay},
+        )
         raise OutOfTimeError("too close to the Lambda timeout; returned to the queue untouched")
 
     try:
@@ -277,5 +284,7 @@ def _in_progress_delay(message: TaskMessage, attempt: int) -> int:
 
 
 def register_context(context: LambdaContext) -> None:
-    """Let in-progress idempotency records expire at this invocation's timeout."""
+    """Let in-progress idempotency records expire at this invocation's timeout, and calls that
+    must not be cut off check the time left (offload.deadline)."""
     _runner(idempotency.persistence_layer())[0].register_lambda_context(context)
+    deadline.start(context)

@@ -191,9 +191,9 @@ def after_first_empty_receive() -> Iterator[list[Callable[[], None]]]:
         if not parsed.get("Messages") and actions:
             actions.pop(0)()
 
-    clients.sqs().meta.events.register("after-call.sqs.ReceiveMessage", hook)
+    clients.sqs_long_poll().meta.events.register("after-call.sqs.ReceiveMessage", hook)
     yield actions
-    clients.sqs().meta.events.unregister("after-call.sqs.ReceiveMessage", hook)
+    clients.sqs_long_poll().meta.events.unregister("after-call.sqs.ReceiveMessage", hook)
 
 
 def test_redrive_moves_exactly_the_reset_messages_beyond_one_receive(

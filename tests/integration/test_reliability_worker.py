@@ -255,7 +255,10 @@ def test_near_the_timeout_records_go_back_untouched(aws: AwsStack) -> None:
 
     assert sorted(failures(delivery)) == sorted(m["MessageId"] for m in delivery["messages"])
     assert aws.sent_emails() == []
-    assert sqs.counts(aws.email_queue)["ApproximateNumberOfMessages"] == 2  # visible again
+    # Back after the first backoff (1-2 s: the receive counted), not the visibility timeout
+    assert sqs.counts(aws.email_queue)["ApproximateNumberOfMessages"] == 0
+    time.sleep(2.1)
+    assert sqs.counts(aws.email_queue)["ApproximateNumberOfMessages"] == 2
 
 
 # ---------------------------------------------------------------- a worker that died

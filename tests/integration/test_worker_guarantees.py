@@ -133,9 +133,13 @@ def test_a_result_too_large_for_the_record_never_repeats_the_effect(
 
 # ---------------------------------------------------------------- case 7: late duplicate
 def test_a_late_duplicate_waits_until_the_holders_record_expires(
-    aws: AwsStack, json_logs: JsonLogs
+    aws: AwsStack, json_logs: JsonLogs, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from offload.settings import get_settings
     from offload.worker import _runner
+
+    monkeypatch.setenv("OFFLOAD_MAX_RECEIVE_COUNT", "4")
+    get_settings.cache_clear()
 
     (message,) = enqueue([email_call()])
     # Given another delivery holds the task (in progress, 30 s left in its Lambda)

@@ -323,15 +323,17 @@ def test_near_the_timeout_records_go_back_untouched(aws: AwsStack) -> None:
     task_id = enqueue_flaky("timeout", failures=0, with_good_task=False)
     batch = received_event(aws.task_queue)
 
-    # Less time left than the per-record budget (5 s by default): every record goes back, as
+    # Less time left than the per-record budget (20 s by default): every record goes back, as
     # a partial batch failure (not an invocation error: Errors counts crashes only)
     response = task_worker.handler(batch, LambdaContext("offload-dev-TaskWorker", 2))
     assert len(response["batchItemFailures"]) == len(batch["Records"])
 
     status = aws.task(task_id)
     assert status is not None and status["state"] == "queued"
-    # Visible again at once, not after the 180 s visibility timeout
-    assert len(aws.receive_all(aws.task_queue)) == 1
+    # Hidden for the first backoff (1-2 s: the receive counted), not the 180 s visibility
+    # timeout, and not dead-lettered
+    assert aws.receive_all(aws.task_queue) == []
+    assert aws.receive_all(aws.task_dlq) == []
 
 
 def test_a_batch_where_every_record_fails_transiently_reports_each_record(

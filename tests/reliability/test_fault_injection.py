@@ -61,7 +61,9 @@ THROTTLE_RATE = 0.20
 SEED = 20_240_501
 VISIBILITY_SECONDS = 4
 MAX_RECEIVES = 10
-KILLED_WORKER_TIMEOUT = 10  # its in-progress idempotency records expire this long after start
+# Its in-progress idempotency records expire this long after start. Like the EmailWorker's: it
+# must exceed OFFLOAD_RECORD_TIME_BUDGET_MS (20 s), or the worker takes no record at all.
+KILLED_WORKER_TIMEOUT = 30
 KILL_MARKER = "offload-fault-victim"
 BLOCKED_DOMAIN = "blocked.example.com"
 DEADLINE_SECONDS = 150
@@ -323,7 +325,6 @@ def fast_retries(aws: AwsStack, monkeypatch: pytest.MonkeyPatch) -> Iterator[Non
         "OFFLOAD_RETRY_BASE_SECONDS": "0.5",
         "OFFLOAD_RETRY_MAX_SECONDS": "2",
         "OFFLOAD_MAX_RECEIVE_COUNT": str(MAX_RECEIVES),
-        "OFFLOAD_RECORD_TIME_BUDGET_MS": "1000",
         "POWERTOOLS_METRICS_DISABLED": "true",
     }
     for name, value in settings.items():

@@ -8,6 +8,13 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 import boto3
 from botocore.config import Config
 
+from offload.settings import (
+    AWS_CONNECT_TIMEOUT_SECONDS,
+    AWS_MAX_ATTEMPTS,
+    AWS_READ_TIMEOUT_SECONDS,
+    get_settings,
+)
+
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_s3 import S3Client
@@ -41,41 +48,66 @@ class _once(Generic[T]):  # noqa: N801 - used as a decorator, like functools.cac
         self._value = None
 
 
-# Standard retry mode retries throttling and 5xx with backoff before our code sees an error.
-_CONFIG = Config(
-    retries={"mode": "standard", "max_attempts": 3}, connect_timeout=3, read_timeout=10
+# DynamoDB and SQS calls are idempotent or conditional: standard retry mode retries throttling,
+# 5xx and timeouts with backoff before our code sees an error. Worst case of one call:
+# settings.aws_call_worst_seconds() (12 s). The read timeout is too short for SQS long polls:
+# those use sqs_long_poll().
+RETRIED = Config(
+    retries={"mode": "standard", "total_max_attempts": AWS_MAX_ATTEMPTS},
+    connect_timeout=AWS_CONNECT_TIMEOUT_SECONDS,
+    read_timeout=AWS_READ_TIMEOUT_SECONDS,
 )
+# S3 moves parts of up to hundreds of MB: longer timeouts, outside the per-record budget.
+_S3 = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=3, read_timeout=10)
 
 
 @_once
 def sqs() -> "SQSClient":
-    return boto3.client("sqs", config=_CONFIG)
+    return boto3.client("sqs", config=RETRIED)
+
+
+@_once
+def sqs_long_poll() -> "SQSClient":
+    """For receives that wait (operator tools, outside any record's time budget): SQS holds
+    the answer up to 20 s, so the read timeout must be longer."""
+    return boto3.client("sqs", config=RETRIED.merge(Config(read_timeout=25)))
 
 
 @_once
 def dynamodb() -> "DynamoDBClient":
-    return boto3.client("dynamodb", config=_CONFIG)
+    return boto3.client("dynamodb", config=RETRIED)
+
+
+def ses_config() -> Config:
+    """One attempt per call: SendEmail has no idempotency token, so an SDK retry after a 5xx or
+    a read timeout could send the email again. The queue retries it, after a backoff."""
+    settings = get_settings()
+    return Config(
+        retries={"mode": "standard", "total_max_attempts": 1},
+        connect_timeout=settings.ses_connect_timeout_seconds,
+        read_timeout=settings.ses_read_timeout_seconds,
+    )
 
 
 @_once
 def ses() -> "SESV2Client":
-    return boto3.client("sesv2", config=_CONFIG)
+    return boto3.client("sesv2", config=ses_config())
 
 
 @_once
 def s3() -> "S3Client":
-    return boto3.client("s3", config=_CONFIG)
+    return boto3.client("s3", config=_S3)
 
 
 @_once
 def s3_signer() -> "S3Client":
     """Signs presigned URLs and POST policies with SigV4, which S3 requires of them."""
-    return boto3.client("s3", config=_CONFIG.merge(Config(signature_version="s3v4")))
+    return boto3.client("s3", config=_S3.merge(Config(signature_version="s3v4")))
 
 
 def reset() -> None:
     """Forget every client, so the next call builds one for the current environment."""
-    for factory in (sqs, dynamodb, ses, s3, s3_signer):
+    for factory in (sqs, sqs_long_poll, dynamodb, ses, s3, s3_signer):
         factory.cache_clear()
     from offload.aws import idempotency
 

@@ -4,9 +4,11 @@ from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
 
+from offload import deadline
 from offload.aws import clients
 from offload.aws.errors import error_code, transient_errors
 from offload.errors import EmailRejectedError
+from offload.settings import get_settings
 
 if TYPE_CHECKING:
     from mypy_boto3_sesv2.type_defs import BodyTypeDef
@@ -22,7 +24,14 @@ PERMANENT_CODES = {
 
 
 def send_email(*, sender: str, to: str, subject: str, text: str | None, html: str | None) -> str:
-    """Send one email and return SES's message id."""
+    """Send one email and return SES's message id.
+
+    One request: a 5xx, a throttle or a timeout raises TransientTaskError and the queue retries
+    the task. A read timeout is ambiguous (SES may have accepted the email), so its retry can
+    send a second one. The call starts only if the invocation has time for its worst case and
+    the write that records it (NotEnoughTimeError, transient, otherwise).
+    """
+    deadline.require(get_settings().ses_send_seconds, "SES SendEmail")
     body: BodyTypeDef = {}
     if text is not None:
         body["Text"] = {"Data": text, "Charset": "UTF-8"}

@@ -128,10 +128,10 @@ def receive(
 
     With wait_seconds it is a long poll: SQS asks all of its servers and answers as soon as a
     message is there, so an empty answer means none was visible. A short poll (0) asks a
-    sample of them and may answer empty while messages wait. Keep it below the client's read
-    timeout (clients.py).
+    sample of them and may answer empty while messages wait.
     """
-    response = clients.sqs().receive_message(
+    client = clients.sqs_long_poll() if wait_seconds > 0 else clients.sqs()
+    response = client.receive_message(
         QueueUrl=queue_url,
         MaxNumberOfMessages=min(max_messages, SQS_BATCH_LIMIT),
         VisibilityTimeout=visibility_seconds,

@@ -3,10 +3,11 @@
 import json
 from typing import IO, TYPE_CHECKING, Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from offload.aws import clients
 from offload.aws.errors import error_code, transient_errors
+from offload.observability import logger
 from offload.uploads.errors import UploadMissingError
 
 if TYPE_CHECKING:
@@ -145,12 +146,22 @@ class MultipartWriter:
             )
 
     def abort(self) -> None:
-        if self.upload_id is not None:
-            clients.s3().abort_multipart_upload(
-                Bucket=self.bucket, Key=self.key, UploadId=self.upload_id
-            )
-            self.upload_id = None
+        """Discard the parts uploaded so far. Called while another error propagates, so it never
+        raises: a failed abort (NoSuchUpload after a complete whose answer was lost, a network
+        error) is logged, and the bucket's lifecycle rule expires the parts."""
+        upload_id, self.upload_id = self.upload_id, None
         self.buffer.clear()
+        if upload_id is None:
+            return
+        try:
+            clients.s3().abort_multipart_upload(
+                Bucket=self.bucket, Key=self.key, UploadId=upload_id
+            )
+        except (ClientError, BotoCoreError) as exc:
+            logger.warning(
+                "multipart upload not aborted; S3 expires its parts",
+                extra={"key": self.key, "upload_id": upload_id, "reason": str(exc)},
+            )
 
 
 def put_json(bucket: str, key: str, data: Any) -> None:
