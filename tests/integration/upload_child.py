@@ -1,0 +1,192 @@
+"""(child process) The UploadWorker's handler on one generated hostile file; prints JSON.
+
+`python -m tests.integration.upload_child <shape>` starts moto in-process with the upload bucket
+and the tasks table, puts the file under `uploads/{id}/`, forgets every copy of it, resets the
+process's peak RSS (VmHWM), feeds the handler the SQS event of S3's notification, and prints the
+task's outcome with the peak RSS of the invocation. Like Lambda, the whole process counts:
+moto's own copy of the object is inside the figure, so it is an upper bound for the worker.
+
+The address space is capped a little over 1 GiB above what the process holds before the
+invocation, so a regression fails with a MemoryError instead of taking the machine's memory.
+"""
+
+import gc
+import gzip
+import json
+import os
+import resource
+import sys
+import time
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+UPLOAD_ID = "5d1f7a9e-3b2c-4e8d-9f6a-1c0b2a3d4e5f"
+BUCKET = "offload-uploads-child"
+MB = 1024 * 1024
+
+
+def _gzip_rows(header: bytes, row: bytes, rows: int) -> bytes:
+    """A gzip of `header` then `row` repeated, compressed once (gzip files may have members)."""
+    body = zlib.compressobj(9, zlib.DEFLATED, 31)
+    out = [gzip.compress(header), body.compress(row * 64), body.flush()]
+    member = b"".join(out[1:])
+    return out[0] + member * (rows // 64)
+
+
+def wide_gzip() -> bytes:
+    """The issue's file: 1,024 rows x 100,000 columns, about 415 KB of gzip."""
+    row = b",".join([b"x"] * 100_000) + b"\n"
+    return _gzip_rows(row, row, 1024)
+
+
+def wide_rows_narrow_header() -> bytes:
+    """A two-column header, then 1,024 rows of 100,000 fields each."""
+    return _gzip_rows(b"a,b\n", b",".join([b"x"] * 100_000) + b"\n", 1024)
+
+
+def quoted_record() -> bytes:
+    """The issue's file: one quoted record of 8 million short fields (40 MB)."""
+    return b"a\n" + b'"x\n",' * 8_000_000 + b"\n"
+
+
+def huge_field() -> bytes:
+    """One field of 16 MB, quoted (no line break ends it)."""
+    return b'a,b\n1,"' + b"x" * (16 * MB) + b'"\n'
+
+
+def no_line_breaks() -> bytes:
+    """16 MB of cells and no line break at all."""
+    return b"a," * (8 * MB)
+
+
+def widest_allowed() -> bytes:
+    """The most columns a file may have (16,384), with 256 rows of them."""
+    header = b",".join(b"c%d" % i for i in range(16_384)) + b"\n"
+    row = b",".join(b"%d" % (i % 1000) for i in range(16_384)) + b"\n"
+    return _gzip_rows(header, row, 256)
+
+
+SHAPES: dict[str, Callable[[], bytes]] = {
+    f.__name__: f
+    for f in (
+        wide_gzip,
+        wide_rows_narrow_header,
+        quoted_record,
+        huge_field,
+        no_line_breaks,
+        widest_allowed,
+    )
+}
+
+
+def _status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def _reset_peak() -> None:
+    """Start VmHWM afresh from the current RSS (Linux 4.0+)."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def _event(key: str, size: int) -> dict[str, Any]:
+    notification = {
+        "Records": [
+            {
+                "eventVersion": "2.1",
+                "eventSource": "aws:s3",
+                "awsRegion": "us-east-1",
+                "eventName": "ObjectCreated:Post",
+                "s3": {
+                    "bucket": {"name": BUCKET, "arn": f"arn:aws:s3:::{BUCKET}"},
+                    "object": {"key": key, "size": size},
+                },
+            }
+        ]
+    }
+    return {
+        "Records": [
+            {
+                "messageId": "7e1c9a52-0b3d-4f6e-8a21-3c5d7e9f1b2a",
+                "receiptHandle": "handle",
+                "body": json.dumps(notification),
+                "attributes": {"ApproximateReceiveCount": "1"},
+                "messageAttributes": {},
+                "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:uploads",
+                "awsRegion": "us-east-1",
+            }
+        ]
+    }
+
+
+def main(shape: str) -> None:
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",  # noqa: S105 - moto's
+        AWS_DEFAULT_REGION="us-east-1",
+        POWERTOOLS_TRACE_DISABLED="true",
+        POWERTOOLS_METRICS_NAMESPACE="OffloadTests",
+        OFFLOAD_UPLOAD_BUCKET=BUCKET,
+        OFFLOAD_TASKS_TABLE="tasks",
+    )
+    import boto3
+    from moto import mock_aws
+
+    from local.lambda_runtime import LambdaContext
+    from offload.aws import tasks_table
+    from offload.models import TaskState
+    from workers.upload import handler
+
+    with mock_aws():
+        boto3.client("s3").create_bucket(Bucket=BUCKET)
+        boto3.client("dynamodb").create_table(
+            TableName="tasks",
+            AttributeDefinitions=[{"AttributeName": "task_id", "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": "task_id", "KeyType": "HASH"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        key = f"uploads/{UPLOAD_ID}/{shape}.csv"
+        data = SHAPES[shape]()
+        size = len(data)
+        boto3.client("s3").put_object(Bucket=BUCKET, Key=key, Body=data)
+        del data
+        gc.collect()
+        held = _status_kb("VmSize") * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (held + 1100 * MB, resource.RLIM_INFINITY))
+        _reset_peak()
+        baseline_kb = _status_kb("VmRSS")
+        context = LambdaContext(function_name="UploadWorker", timeout_seconds=300)
+        started = time.perf_counter()
+        try:
+            response: Any = handler(_event(key, size), context)
+        except BaseException as exc:  # noqa: BLE001 - reported to the test, which fails on it
+            response = f"raised {exc!r}"[:500]
+        seconds = time.perf_counter() - started
+        peak_kb = _status_kb("VmHWM")
+        resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        task = tasks_table.get(UUID(UPLOAD_ID))
+    print(
+        json.dumps(
+            {
+                "shape": shape,
+                "bytes": size,
+                "response": response,
+                "state": task.state.value if task else None,
+                "failed": bool(task and task.state is TaskState.FAILED),
+                "error": task.error if task else None,
+                "baseline_mb": round(baseline_kb / 1024, 1),
+                "peak_mb": round(peak_kb / 1024, 1),
+                "seconds": round(seconds, 2),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
