@@ -1,12 +1,13 @@
-"""(child process) The UploadWorker's handler on one generated hostile file; prints JSON.
+"""(child process) The UploadWorker's handler on generated hostile files; prints JSON lines.
 
-`python -m tests.integration.upload_child <shape>` starts moto in-process with the upload bucket
-and the tasks table, puts the file under `uploads/{id}/`, forgets every copy of it, resets the
-process's peak RSS (VmHWM), feeds the handler the SQS event of S3's notification, and prints the
-task's outcome with the peak RSS of the invocation. Like Lambda, the whole process counts:
-moto's own copy of the object is inside the figure, so it is an upper bound for the worker.
+`python -m tests.integration.upload_child [shape ...]` starts moto in-process with the upload
+bucket and the tasks table. For each shape it puts the file under `uploads/{id}/`, forgets
+every copy of it, resets the process's peak RSS (VmHWM), feeds the handler the SQS event of S3's
+notification, and prints `RESULT {json}`: the task's outcome and the peak RSS of the invocation.
+Like Lambda, the whole process counts: moto's own copies of the object and of the results are
+inside the figure, so it is an upper bound for the worker.
 
-The address space is capped a little over 1 GiB above what the process holds before the
+The address space is capped a little over 1 GiB above what the process holds before each
 invocation, so a regression fails with a MemoryError instead of taking the machine's memory.
 """
 
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-UPLOAD_ID = "5d1f7a9e-3b2c-4e8d-9f6a-1c0b2a3d4e5f"
+RESULT = "RESULT"  # the prefix of each outcome line (the handler logs to stdout too)
 BUCKET = "offload-uploads-child"
 MB = 1024 * 1024
 
@@ -62,6 +63,13 @@ def no_line_breaks() -> bytes:
     return b"a," * (8 * MB)
 
 
+def blank_lines_before_header() -> bytes:
+    """300 lines of a million spaces each (300 MB once expanded), then a header and a row."""
+    blank = zlib.compressobj(9, zlib.DEFLATED, 31)
+    member = blank.compress(b" " * 1_000_000 + b"\n") + blank.flush()
+    return member * 300 + gzip.compress(b"a,b\n1,2\n")
+
+
 def widest_allowed() -> bytes:
     """The most columns a file may have (16,384), with 256 rows of them."""
     header = b",".join(b"c%d" % i for i in range(16_384)) + b"\n"
@@ -77,6 +85,7 @@ SHAPES: dict[str, Callable[[], bytes]] = {
         quoted_record,
         huge_field,
         no_line_breaks,
+        blank_lines_before_header,
         widest_allowed,
     )
 }
@@ -125,10 +134,10 @@ def _event(key: str, size: int) -> dict[str, Any]:
     }
 
 
-def main(shape: str) -> None:
+def main(shapes: list[str]) -> None:
     os.environ.update(
         AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",  # noqa: S105 - moto's
+        AWS_SECRET_ACCESS_KEY="testing",
         AWS_DEFAULT_REGION="us-east-1",
         POWERTOOLS_TRACE_DISABLED="true",
         POWERTOOLS_METRICS_NAMESPACE="OffloadTests",
@@ -138,55 +147,61 @@ def main(shape: str) -> None:
     import boto3
     from moto import mock_aws
 
-    from local.lambda_runtime import LambdaContext
-    from offload.aws import tasks_table
-    from offload.models import TaskState
-    from workers.upload import handler
-
     with mock_aws():
-        boto3.client("s3").create_bucket(Bucket=BUCKET)
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket=BUCKET)
         boto3.client("dynamodb").create_table(
             TableName="tasks",
             AttributeDefinitions=[{"AttributeName": "task_id", "AttributeType": "S"}],
             KeySchema=[{"AttributeName": "task_id", "KeyType": "HASH"}],
             BillingMode="PAY_PER_REQUEST",
         )
-        key = f"uploads/{UPLOAD_ID}/{shape}.csv"
-        data = SHAPES[shape]()
-        size = len(data)
-        boto3.client("s3").put_object(Bucket=BUCKET, Key=key, Body=data)
-        del data
-        gc.collect()
-        held = _status_kb("VmSize") * 1024
-        resource.setrlimit(resource.RLIMIT_AS, (held + 1100 * MB, resource.RLIM_INFINITY))
-        _reset_peak()
-        baseline_kb = _status_kb("VmRSS")
-        context = LambdaContext(function_name="UploadWorker", timeout_seconds=300)
-        started = time.perf_counter()
-        try:
-            response: Any = handler(_event(key, size), context)
-        except BaseException as exc:  # noqa: BLE001 - reported to the test, which fails on it
-            response = f"raised {exc!r}"[:500]
-        seconds = time.perf_counter() - started
-        peak_kb = _status_kb("VmHWM")
-        resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
-        task = tasks_table.get(UUID(UPLOAD_ID))
-    print(
-        json.dumps(
-            {
-                "shape": shape,
-                "bytes": size,
-                "response": response,
-                "state": task.state.value if task else None,
-                "failed": bool(task and task.state is TaskState.FAILED),
-                "error": task.error if task else None,
-                "baseline_mb": round(baseline_kb / 1024, 1),
-                "peak_mb": round(peak_kb / 1024, 1),
-                "seconds": round(seconds, 2),
-            }
-        )
-    )
+        for index, shape in enumerate(shapes):
+            outcome = _measure(shape, UUID(int=index + 1, version=4))
+            print(RESULT, json.dumps(outcome), flush=True)
+            for found in s3.list_objects_v2(Bucket=BUCKET).get("Contents", []):
+                s3.delete_object(Bucket=BUCKET, Key=found["Key"])
+
+
+def _measure(shape: str, upload_id: UUID) -> dict[str, Any]:
+    """One shape through the handler: its outcome and the peak RSS while it ran."""
+    import boto3
+
+    from local.lambda_runtime import LambdaContext
+    from offload.aws import tasks_table
+    from workers.upload import handler
+
+    key = f"uploads/{upload_id}/{shape}.csv"
+    data = SHAPES[shape]()
+    size = len(data)
+    boto3.client("s3").put_object(Bucket=BUCKET, Key=key, Body=data)
+    del data
+    gc.collect()
+    held = _status_kb("VmSize") * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (held + 1100 * MB, resource.RLIM_INFINITY))
+    _reset_peak()
+    baseline_kb = _status_kb("VmRSS")
+    context = LambdaContext(function_name="UploadWorker", timeout_seconds=300)
+    started = time.perf_counter()
+    try:
+        response: Any = handler(_event(key, size), context)
+    except BaseException as exc:
+        response = f"raised {exc!r}"[:500]
+    seconds = time.perf_counter() - started
+    peak_kb = _status_kb("VmHWM")
+    resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    task = tasks_table.get(upload_id)
+    return {
+        "shape": shape,
+        "bytes": size,
+        "response": response,
+        "state": task.state.value if task else None,
+        "error": task.error if task else None,
+        "baseline_mb": round(baseline_kb / 1024, 1),
+        "peak_mb": round(peak_kb / 1024, 1),
+        "seconds": round(seconds, 2),
+    }
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1:] or list(SHAPES))
