@@ -11,6 +11,8 @@ The address space is capped a little over 1 GiB above what the process holds bef
 invocation, so a regression fails with a MemoryError instead of taking the machine's memory.
 """
 
+import contextlib
+import ctypes
 import gc
 import gzip
 import json
@@ -98,6 +100,13 @@ def _status_kb(field: str) -> int:
     raise RuntimeError(f"no {field} in /proc/self/status")
 
 
+def _give_back_freed_memory() -> None:
+    """Return the heap that earlier shapes freed to the OS (glibc keeps it otherwise), so that
+    each shape starts from what the process really holds."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 def _reset_peak() -> None:
     """Start VmHWM afresh from the current RSS (Linux 4.0+)."""
     Path("/proc/self/clear_refs").write_text("5")
@@ -177,6 +186,7 @@ def _measure(shape: str, upload_id: UUID) -> dict[str, Any]:
     boto3.client("s3").put_object(Bucket=BUCKET, Key=key, Body=data)
     del data
     gc.collect()
+    _give_back_freed_memory()
     held = _status_kb("VmSize") * 1024
     resource.setrlimit(resource.RLIMIT_AS, (held + 1100 * MB, resource.RLIM_INFINITY))
     _reset_peak()

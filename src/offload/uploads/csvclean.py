@@ -90,7 +90,6 @@ _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
 _NORMALISE = re.compile(r"[^\w]+")
 # Formula injection (OWASP): first characters a spreadsheet may read as a formula.
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-_FORMULA_AFTER_SEPARATOR = tuple("\x00" + c for c in _FORMULA_STARTS)
 _NUMBER = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
 _IS_NUMBER = re.compile(_NUMBER)
 # A cell (after the start or a NUL separator) that starts like a formula and is not a number.
@@ -371,10 +370,12 @@ class RecordLines:
     def __iter__(self) -> Iterator[str]:
         readline = self._readline
         limit = self.max_record_chars
+        chars, lines = self.chars, self.lines
         while line := readline():
-            self.lines += 1
-            self.chars += len(line)
-            if self.chars - self.record_chars > limit:
+            lines += 1
+            chars += len(line)
+            self.chars, self.lines = chars, lines
+            if chars - self.record_chars > limit:
                 raise RecordTooLargeError(
                     f"a record starting at line {self.record_line} is longer than {limit} "
                     "characters, the limit (an unclosed quote?)"
@@ -424,7 +425,8 @@ class Cleaner:
         end = records.chars + max_chars if max_chars is not None else None
         try:
             for row in self.reader:
-                records.record_done()
+                records.record_chars = records.chars  # records.record_done(), inlined
+                records.record_line = records.lines + 1
                 yield row
                 if end is not None and records.chars >= end:
                     return
@@ -589,8 +591,9 @@ def _neutralise_formulas(rows: list[list[str]], columns: list[Column]) -> bool:
     """
     changed = False
     for index, (cells, joined) in enumerate(columns):
-        if joined[:1] not in _FORMULA_STARTS and not any(
-            marker in joined for marker in _FORMULA_AFTER_SEPARATOR
+        present = [c for c in _FORMULA_STARTS if c in joined]  # one memchr scan each
+        if not present or (
+            joined[:1] not in present and not any("\x00" + c in joined for c in present)
         ):
             continue
         exact = joined.count("\x00") == len(cells) - 1  # no cell holds a NUL of its own
