@@ -620,11 +620,18 @@ def test_an_s3_read_that_breaks_midway_is_retried(
     monkeypatch.setattr(StreamingBody, "read", flaky)
 
     # When the UploadWorker gets its notification, then the record fails and comes back
+    message = _message_for(uploads, event, SQS_KEY)
     with pytest.raises(BatchProcessingError):
-        handler(_message_for(uploads, event, SQS_KEY), lambda_context)
+        handler(message, lambda_context)
     task = uploads.task(SQS_UPLOAD)
     assert task.state is TaskState.RETRYING
     assert "Read timeout" in (task.error or "")
+
+    # And when it comes back (S3 answering again), the failed invocation holds nothing: it runs
+    monkeypatch.setattr(StreamingBody, "read", read)
+    message["Records"][0]["attributes"]["ApproximateReceiveCount"] = "2"
+    assert handler(message, lambda_context) == {"batchItemFailures": []}
+    assert uploads.task(SQS_UPLOAD).state is TaskState.SUCCEEDED
 
 
 @pytest.mark.parametrize("exists", [True, False], ids=["other-bucket", "missing-bucket"])

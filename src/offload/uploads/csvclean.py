@@ -355,8 +355,8 @@ class RecordLines:
     """The text's lines for the CSV reader, never more than `max_record_chars` per record.
 
     A line is read with readline(limit), so that one line never holds more; a quoted record
-    over several lines is counted from its first line until the reader yields it (the Cleaner
-    calls `record_done()`), so that no record holds more, however it is quoted.
+    over several lines is counted from its first line until the reader yields it (then the
+    Cleaner marks the record done), so that no record holds more, however it is quoted.
     """
 
     def __init__(self, text: IO[str], max_record_chars: int) -> None:

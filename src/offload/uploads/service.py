@@ -170,6 +170,9 @@ def process_object(
             if obj.size is not None and obj.size > settings.upload_max_bytes:
                 raise UploadTooLargeError(_too_large(obj.size, settings.upload_max_bytes))
             result = _process(obj.key, upload_id, filename, invocation.deadline)
+            tasks_table.transition(
+                upload_id, UPLOAD_KIND, TaskState.SUCCEEDED, attempts=attempt, result=result
+            )
         except InvalidUploadError as exc:
             tasks_table.transition(
                 upload_id, UPLOAD_KIND, TaskState.FAILED, attempts=attempt, error=str(exc)
@@ -181,12 +184,10 @@ def process_object(
             metrics.add_metric(name="UploadsFailed", unit=MetricUnit.Count, value=1)
             return None
         except Exception as exc:
+            # The task leaves `running` (retrying, or dead): the claim ends with it.
             record_transient_failure(upload_id, UPLOAD_KIND, attempt, exc)
             logger.exception("upload processing failed; the queue will retry it")
             raise
-        tasks_table.transition(
-            upload_id, UPLOAD_KIND, TaskState.SUCCEEDED, attempts=attempt, result=result
-        )
         elapsed_ms = (time.perf_counter() - started) * 1000
         logger.info("upload processed", extra={"duration_ms": round(elapsed_ms, 1)})
         metrics.add_metric(name="UploadsProcessed", unit=MetricUnit.Count, value=1)
