@@ -8,22 +8,31 @@ import csv
 import gzip
 import io
 import json
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote_plus
 from uuid import UUID
 
 import boto3
 import pytest
 import requests
+from botocore.exceptions import ReadTimeoutError
+from botocore.response import StreamingBody
 from fastapi.testclient import TestClient
 
 from api.main import app
-from local.lambda_runtime import sqs_event
+from local.lambda_runtime import LambdaContext, sqs_event
 from offload import dlq
 from offload.aws import clients, sqs, tasks_table
 from offload.models import TaskState
 from offload.settings import get_settings
 from offload.uploads.models import UPLOAD_KIND
+from offload.uploads.summary import TableSummary
+from tests.integration import upload_child
 from tests.support import REGION, AwsStack, EventLoader, JsonLogs
 from workers.upload import handler
 
@@ -76,6 +85,9 @@ class Uploads:
             self.s3.delete_object(Bucket=self.bucket, Key=key)
         self.sqs.purge_queue(QueueUrl=self.queue)
         self.sqs.purge_queue(QueueUrl=self.dlq)
+
+
+TSV_FILE = b"k\tv\nx\t1\ny\t2\n"
 
 
 @pytest.fixture
@@ -391,7 +403,7 @@ def test_the_whole_flow_through_the_api_a_presigned_post_and_the_queue(
             json={
                 "filename": "../My Data.tsv",
                 "content_type": "text/tab-separated-values",
-                "size": 24,
+                "size": len(TSV_FILE),
             },
         )
         assert offer.status_code == 201, offer.text
@@ -405,7 +417,7 @@ def test_the_whole_flow_through_the_api_a_presigned_post_and_the_queue(
         sent = requests.post(
             created["url"],
             data=created["fields"],
-            files={"file": ("My Data.tsv", b"k\tv\nx\t1\ny\t2\n")},
+            files={"file": ("My Data.tsv", TSV_FILE)},
             timeout=10,
         )
         assert sent.status_code in (200, 204), sent.text
@@ -436,3 +448,330 @@ def test_api_refuses_files_it_cannot_process(aws: AwsStack) -> None:
         assert response.status_code == 422
         assert "CSV or TSV" in response.text
         assert client.get("/uploads/7c9e6679-7425-40de-944b-e07fc1f90ae7").status_code == 404
+
+
+# ---------------------------------------------------------------- hostile files (issue 8)
+ROOT = Path(__file__).resolve().parents[2]
+PEAK_RSS_LIMIT_MB = 256
+
+
+def _message_for(uploads: Uploads, event: EventLoader, key: str) -> dict[str, Any]:
+    """The UploadQueue message of S3's notification for `key` in this stack's bucket."""
+    message = uploads.aimed(event("sqs-upload-worker.json"))
+    body = json.loads(message["Records"][0]["body"])
+    body["Records"][0]["s3"]["object"]["key"] = quote_plus(key, safe="/")
+    message["Records"][0]["body"] = json.dumps(body)
+    return message
+
+
+def _failed_records(message: dict[str, Any], context: Any) -> list[str]:
+    """The ids of the records the handler reported failed."""
+    response = handler(message, context)
+    return [failure["itemIdentifier"] for failure in response["batchItemFailures"]]
+
+
+def _late_context(seconds_left: float, timeout: int = 300) -> LambdaContext:
+    """The context of an invocation that has `seconds_left` of its `timeout` seconds."""
+    return LambdaContext(
+        function_name="offload-dev-UploadWorker-TEST",
+        timeout_seconds=timeout,
+        started=time.monotonic() - (timeout - seconds_left),
+    )
+
+
+@pytest.fixture(scope="module")
+def hostile_outcomes() -> dict[str, dict[str, Any]]:
+    """Every hostile shape through the handler, in one child process (see upload_child)."""
+    child = subprocess.run(
+        [sys.executable, "-m", "tests.integration.upload_child"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert child.returncode == 0, child.stderr[-3000:]
+    outcomes = [
+        json.loads(line.removeprefix(upload_child.RESULT))
+        for line in child.stdout.splitlines()
+        if line.startswith(upload_child.RESULT)
+    ]
+    return {outcome["shape"]: outcome for outcome in outcomes}
+
+
+@pytest.mark.parametrize(
+    ("shape", "reason"),
+    [
+        ("wide_gzip", "the header has 100000 columns; the limit is 16384"),
+        ("wide_rows_narrow_header", "line 2 has 100000 fields; the limit is 16384"),
+        ("quoted_record", "a record starting at line 2 is longer than 1048576 characters"),
+        ("huge_field", "a record starting at line 2 is longer than 1048576 characters"),
+        ("no_line_breaks", "a record starting at line 1 is longer than 1048576 characters"),
+        ("blank_lines_before_header", None),
+        ("widest_allowed", None),
+    ],
+)
+def test_a_hostile_file_shape_ends_in_its_first_delivery_in_bounded_memory(
+    hostile_outcomes: dict[str, dict[str, Any]], shape: str, reason: str | None
+) -> None:
+    # Given a file of a hostile shape in S3 (built in a fresh process, with moto in it)
+    # When the UploadWorker's handler gets its notification, in that process
+    outcome = hostile_outcomes[shape]
+
+    # Then the first delivery ends it: done with (no retry), succeeded or failed with a reason
+    assert outcome["response"] == {"batchItemFailures": []}, outcome
+    if reason is None:
+        assert outcome["state"] == "succeeded", outcome
+    else:
+        assert outcome["state"] == "failed", outcome
+        assert reason in outcome["error"], outcome
+    # And the whole process (moto's copy of the file included) stayed under 256 MB
+    assert outcome["peak_mb"] < PEAK_RSS_LIMIT_MB, outcome
+
+
+def test_a_gzip_that_cannot_be_processed_in_the_time_left_fails_once_for_good(
+    uploads: Uploads, event: EventLoader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a 3 MB gzip that expands to 3 GiB (under the expanded-size limit set here)
+    monkeypatch.setenv("OFFLOAD_UPLOAD_MAX_EXPANDED_BYTES", str(20 * 1024**3))
+    get_settings.cache_clear()
+    tasks_table.create(SQS_UPLOAD, UPLOAD_KIND)
+    member = gzip.compress(b"1,2\n" * (8 * 1024**2))
+    uploads.put(SQS_KEY, gzip.compress(b"a,b\n") + member * 96, "application/gzip")
+    # And an invocation with 8 s left of its 300 s (5 s of it kept for finishing a record)
+    monkeypatch.setenv("OFFLOAD_RECORD_TIME_BUDGET_MS", "5000")
+    get_settings.cache_clear()
+    context = _late_context(8)
+
+    # When the UploadWorker gets the notification
+    started = time.monotonic()
+    response = handler(_message_for(uploads, event, SQS_KEY), context)
+
+    # Then it stops before the function's timeout, and the upload failed for good, once
+    assert time.monotonic() - started < 8
+    assert response == {"batchItemFailures": []}
+    task = uploads.task(SQS_UPLOAD)
+    assert (task.state, task.attempts) == (TaskState.FAILED, 1)
+    assert "too large to process within the function's time" in (task.error or "")
+    assert uploads.keys("results/") == []
+
+
+def test_a_number_too_large_for_a_float_is_summarised_not_retried(
+    uploads: Uploads, event: EventLoader, lambda_context: Any
+) -> None:
+    # Given a file with a 309-digit integer (beyond a float's range) and a 400-digit one
+    tasks_table.create(SQS_UPLOAD, UPLOAD_KIND)
+    huge = "9" * 309
+    uploads.put(SQS_KEY, f"id,n,m\n1,{huge},5\n2,3,{'1' * 400}\n".encode())
+
+    # When the UploadWorker gets its notification
+    response = handler(_message_for(uploads, event, SQS_KEY), lambda_context)
+
+    # Then the upload succeeded: those columns are text, the values are kept as they are
+    assert response == {"batchItemFailures": []}
+    task = uploads.task(SQS_UPLOAD)
+    assert task.state is TaskState.SUCCEEDED, task.error
+    columns = {c["name"]: c for c in task.result["columns"]}
+    assert (columns["n"]["type"], columns["m"]["type"]) == ("string", "string")
+    assert columns["id"]["sum"] == 3
+    rows = csv_rows(uploads.get(f"results/{SQS_UPLOAD}/cleaned.csv"))
+    assert rows[1] == ["1", huge, "5"]
+
+
+def test_an_unexpected_error_in_the_pipeline_fails_the_upload_once_with_the_error(
+    uploads: Uploads,
+    event: EventLoader,
+    lambda_context: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    json_logs: JsonLogs,
+) -> None:
+    # Given a bug in the summary that this file triggers (the same way on every delivery)
+    tasks_table.create(SQS_UPLOAD, UPLOAD_KIND)
+    uploads.put(SQS_KEY, b"a\n1\n")
+
+    def bug(*_: Any) -> None:
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(TableSummary, "update", bug)
+
+    # When the UploadWorker gets its notification
+    response = handler(_message_for(uploads, event, SQS_KEY), lambda_context)
+
+    # Then there is no retry loop: the upload failed at once, the reason names the error
+    assert response == {"batchItemFailures": []}
+    task = uploads.task(SQS_UPLOAD)
+    assert (task.state, task.attempts) == (TaskState.FAILED, 1)
+    assert "ZeroDivisionError: a bug" in (task.error or "")
+    assert uploads.keys("results/") == []
+    # And the log has the traceback
+    [line] = json_logs.find("upload processing raised an unexpected error; failed")
+    assert "ZeroDivisionError" in line["exception"]
+
+
+def test_an_s3_read_that_breaks_midway_is_retried(
+    uploads: Uploads, event: EventLoader, lambda_context: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a good file whose download times out after its first megabyte
+    tasks_table.create(SQS_UPLOAD, UPLOAD_KIND)
+    uploads.put(SQS_KEY, b"a,b\n" + b"".join(b"%d,x\n" % i for i in range(400_000)))
+    read = StreamingBody.read
+
+    def flaky(self: StreamingBody, amt: int | None = None) -> bytes:
+        if self._amount_read >= 1024 * 1024:
+            raise ReadTimeoutError(endpoint_url="https://s3.amazonaws.com")
+        return read(self, amt)
+
+    monkeypatch.setattr(StreamingBody, "read", flaky)
+
+    # When the UploadWorker gets its notification, then the record fails and comes back
+    message = _message_for(uploads, event, SQS_KEY)
+    assert len(handler(message, lambda_context)["batchItemFailures"]) == 1
+    task = uploads.task(SQS_UPLOAD)
+    assert task.state is TaskState.RETRYING
+    assert "Read timeout" in (task.error or "")
+
+    # And when it comes back (S3 answering again), the failed invocation holds nothing: it runs
+    monkeypatch.setattr(StreamingBody, "read", read)
+    message["Records"][0]["attributes"]["ApproximateReceiveCount"] = "2"
+    assert handler(message, lambda_context) == {"batchItemFailures": []}
+    assert uploads.task(SQS_UPLOAD).state is TaskState.SUCCEEDED
+
+
+@pytest.mark.parametrize("exists", [True, False], ids=["other-bucket", "missing-bucket"])
+def test_an_event_for_another_bucket_is_ignored_and_named_in_the_log(
+    uploads: Uploads,
+    event: EventLoader,
+    lambda_context: Any,
+    json_logs: JsonLogs,
+    exists: bool,
+) -> None:
+    # Given an upload waiting for its file, and someone else's bucket holding its key
+    tasks_table.create(SQS_UPLOAD, UPLOAD_KIND)
+    other = "someone-elses-bucket"
+    if exists:
+        uploads.s3.create_bucket(Bucket=other)
+        uploads.s3.put_object(Bucket=other, Key=SQS_KEY, Body=b"forged\n1\n")
+    message = _message_for(uploads, event, SQS_KEY)
+    message["Records"][0]["body"] = message["Records"][0]["body"].replace(uploads.bucket, other)
+
+    try:
+        # When the UploadWorker gets that bucket's notification
+        response = handler(message, lambda_context)
+
+        # Then it is done with, the upload is untouched, nothing was written anywhere
+        assert response == {"batchItemFailures": []}
+        task = uploads.task(SQS_UPLOAD)
+        assert (task.state, task.result, task.error) == (TaskState.QUEUED, None, None)
+        assert uploads.keys("results/") == []
+        if exists:
+            listed = uploads.s3.list_objects_v2(Bucket=other).get("Contents", [])
+            assert [o["Key"] for o in listed] == [SQS_KEY]
+        # And the log names the bucket
+        [line] = json_logs.find("event for another bucket; ignored")
+        assert (line["bucket"], line["key"]) == (other, SQS_KEY)
+    finally:
+        if exists:
+            for leftover in uploads.s3.list_objects_v2(Bucket=other).get("Contents", []):
+                uploads.s3.delete_object(Bucket=other, Key=leftover["Key"])
+            uploads.s3.delete_bucket(Bucket=other)
+
+
+class Killed(BaseException):
+    """The invocation dies (a timeout, out of memory): no Python handler runs after it."""
+
+
+def test_a_second_object_for_the_same_upload_neither_runs_beside_the_first_nor_mixes(
+    uploads: Uploads,
+    event: EventLoader,
+    monkeypatch: pytest.MonkeyPatch,
+    json_logs: JsonLogs,
+) -> None:
+    # Given an upload whose first file is being processed by an invocation that then dies
+    # (2 s before its timeout), and a second file for the same upload id
+    monkeypatch.setenv("OFFLOAD_RECORD_TIME_BUDGET_MS", "0")
+    get_settings.cache_clear()
+    tasks_table.create(SQS_UPLOAD, UPLOAD_KIND)
+    second_key = f"uploads/{SQS_UPLOAD}/second.csv"
+    uploads.put(SQS_KEY, b"file\nfirst\n")
+    uploads.put(second_key, b"file\nsecond\n")
+    first = _message_for(uploads, event, SQS_KEY)
+    copy = json.loads(json.dumps(first))
+    copy["Records"][0]["messageId"] = "copy-of-first"
+    second = _message_for(uploads, event, second_key)
+    second["Records"][0]["messageId"] = "second-object"
+
+    def die(**_: Any) -> None:
+        raise Killed
+
+    s3 = clients.s3()
+    s3.meta.events.register("before-call.s3.GetObject", die)
+    try:
+        with pytest.raises(Killed):
+            handler(first, _late_context(2))
+    finally:
+        s3.meta.events.unregister("before-call.s3.GetObject", die)
+
+    # When a copy of the first file's notification arrives while that invocation holds it
+    # Then it does not run beside it: it comes back later, nothing is written
+    assert _failed_records(copy, _late_context(60)) == ["copy-of-first"]
+    [held] = json_logs.find("upload held by another delivery; returned to the queue")
+    assert held["retry_in_seconds"] <= 3
+    assert uploads.task(SQS_UPLOAD).state is TaskState.RUNNING
+    assert uploads.keys("results/") == []
+
+    # When the second file's notification arrives, then it is ignored for good, and logged
+    assert handler(second, _late_context(60)) == {"batchItemFailures": []}
+    [ignored] = json_logs.find("a second object for this upload; ignored")
+    assert (ignored["key"], ignored["upload_key"]) == (second_key, SQS_KEY)
+    assert uploads.keys("results/") == []
+
+    # When the first file's message comes back after that invocation's timeout, then it runs
+    time.sleep(2.1)
+    assert handler(first, _late_context(60)) == {"batchItemFailures": []}
+    # And the second's, again, changes nothing: the upload has the first file's results only
+    assert handler(second, _late_context(60)) == {"batchItemFailures": []}
+    task = uploads.task(SQS_UPLOAD)
+    assert task.state is TaskState.SUCCEEDED
+    assert task.result["filename"] == "orders.csv"
+    assert csv_rows(uploads.get(f"results/{SQS_UPLOAD}/cleaned.csv")) == [["file"], ["first"]]
+    summary = json.loads(uploads.get(f"results/{SQS_UPLOAD}/summary.json"))
+    assert summary["filename"] == "orders.csv"
+
+
+def test_formula_cells_are_neutralised_in_the_cleaned_csv(
+    uploads: Uploads, event: EventLoader, lambda_context: Any
+) -> None:
+    # Given cells a spreadsheet would run as formulas, among numbers with signs
+    tasks_table.create(SQS_UPLOAD, UPLOAD_KIND)
+    uploads.put(
+        SQS_KEY,
+        b"name,amount\n"
+        b'"=HYPERLINK(""http://evil.example"",""click"")",-1.5\n'
+        b"+cmd|' /C calc'!A0,+8\n"
+        b"@SUM(A1:A9),-2e3\n"
+        b'"\t-1+1",  -7  \n'
+        b"-,1\n"
+        b"'=quoted already,2\n"
+        b"=quoted already,2\n",
+    )
+
+    # When the UploadWorker processes it
+    response = handler(_message_for(uploads, event, SQS_KEY), lambda_context)
+
+    # Then every such text cell starts with a single quote; numbers are left alone
+    assert response == {"batchItemFailures": []}
+    assert csv_rows(uploads.get(f"results/{SQS_UPLOAD}/cleaned.csv")) == [
+        ["name", "amount"],
+        ['\'=HYPERLINK("http://evil.example","click")', "-1.5"],
+        ["'+cmd|' /C calc'!A0", "+8"],
+        ["'@SUM(A1:A9)", "-2e3"],
+        ["'-1+1", "-7"],
+        ["'-", "1"],
+        ["'=quoted already", "2"],
+        ["'=quoted already", "2"],
+    ]
+    # And the summary describes the data itself (the two last rows are not duplicates)
+    task = uploads.task(SQS_UPLOAD)
+    assert task.result["rows"]["duplicate"] == 0
+    amount = next(c for c in task.result["columns"] if c["name"] == "amount")
+    assert (amount["type"], amount["min"], amount["max"]) == ("float", -2000.0, 8.0)

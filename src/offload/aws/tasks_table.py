@@ -1,6 +1,7 @@
 """Task status records in DynamoDB (the TasksTable), expired by TTL."""
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -189,3 +190,84 @@ def get(task_id: UUID) -> TaskRecord | None:
         lease_expires_at=datetime.fromtimestamp(float(lease), UTC) if lease else None,
     )
     return record.as_of(utcnow(), get_settings().max_receive_count)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What claim() found: the task is this holder's now, or why not."""
+
+    taken: bool
+    finished: bool = False  # the task had already finished
+    other_key: str | None = None  # the task belongs to another object
+    seconds_left: float = 0.0  # how long another holder still keeps it
+
+
+def claim(
+    task_id: UUID, kind: str, *, key: str, holder: str, seconds: float, attempts: int
+) -> Claim:
+    """Move a task to `running` for one holder and one object `key`, for `seconds` at most.
+
+    Refused while the task is finished, while another holder runs it (until that holder's
+    lease ends: its Lambda's timeout), and for good once another key has claimed it: the first
+    object to claim a task is the only one that may ever run it. A task that is no longer
+    `running` (retrying after a transient error) has no holder. One conditional write; one
+    consistent read more when refused.
+    """
+    now = utcnow()
+    names = {"#state": "state", "#kind": "kind"}
+    values: dict[str, AttributeValueTypeDef] = {
+        ":running": {"S": TaskState.RUNNING.value},
+        ":kind": {"S": kind},
+        ":now": {"S": now.isoformat()},
+        ":clock": {"N": f"{now.timestamp():.3f}"},
+        ":until": {"N": f"{now.timestamp() + seconds:.3f}"},
+        ":expires": {"N": _expires_at(now)},
+        ":attempts": {"N": str(attempts)},
+        ":key": {"S": key},
+        ":holder": {"S": holder},
+    }
+    for index, final in enumerate(FINAL_STATES):
+        values[f":f{index}"] = {"S": final}
+    table = clients.dynamodb()
+    try:
+        table.update_item(
+            TableName=get_settings().tasks_table,
+            Key={"task_id": {"S": str(task_id)}},
+            UpdateExpression=(
+                "SET #state = :running, #kind = :kind, updated_at = :now, "
+                "created_at = if_not_exists(created_at, :now), expires_at = :expires, "
+                "attempts = :attempts, object_key = :key, holder = :holder, "
+                "lease_expires_at = :until"
+            ),
+            ConditionExpression=(
+                "(attribute_not_exists(#state) OR NOT #state IN (:f0, :f1, :f2)) "
+                "AND (attribute_not_exists(object_key) OR object_key = :key) "
+                "AND (attribute_not_exists(lease_expires_at) OR lease_expires_at < :clock "
+                "OR #state <> :running)"
+            ),
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+        )
+    except table.exceptions.ConditionalCheckFailedException:
+        return _why_not_claimed(task_id, key, now.timestamp())
+    return Claim(taken=True)
+
+
+def _why_not_claimed(task_id: UUID, key: str, clock: float) -> Claim:
+    item = (
+        clients.dynamodb()
+        .get_item(
+            TableName=get_settings().tasks_table,
+            Key={"task_id": {"S": str(task_id)}},
+            ConsistentRead=True,
+        )
+        .get("Item", {})
+    )
+    state = item.get("state", {}).get("S")
+    if state in FINAL_STATES:
+        return Claim(taken=False, finished=True)
+    owner_key = item.get("object_key", {}).get("S")
+    if owner_key is not None and owner_key != key:
+        return Claim(taken=False, other_key=owner_key)
+    until = float(item.get("lease_expires_at", {}).get("N", "0"))
+    return Claim(taken=False, seconds_left=max(0.0, until - clock))

@@ -11,7 +11,18 @@
   cannot be placed in a column).
 
 Work is done per batch of rows, column by column, so the per-cell loops run in C. Batches are
-small (about 100 KB of text) so that each one's objects stay in the CPU cache.
+small (at most 1,024 rows and about 1 MiB of text) so that each one's objects stay in the CPU
+cache and memory is bounded by bytes, whatever the shape of the rows.
+
+Limits that bound memory whatever the file (each makes the upload fail with the reason):
+- a record (one line, or a quoted record over several lines) holds at most `max_record_chars`
+  characters: lines are read with a length limit, and the characters since the last complete
+  record are counted;
+- the header has at most `max_columns` columns, and a row at most as many fields.
+
+Cells that a spreadsheet would run as a formula (starting with `=`, `+`, `-`, `@`, tab or CR,
+OWASP's list) are written with a `'` in front, unless the cell is a number (`-1.5`, `+8`). Only
+the output changes: duplicates and the summary see the cells as they are in the file.
 
 Duplicates are found with a set of 60-bit row fingerprints (Python's hash of the row's cleaned
 CSV line, which quotes a cell only when it must, so a row has exactly one line): memory is
@@ -27,10 +38,12 @@ import gzip
 import io
 import operator
 import re
+import time
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from functools import partial
 from itertools import compress, islice, repeat
 from typing import IO, Any, Protocol
 
@@ -38,13 +51,20 @@ from offload.uploads.errors import (
     EmptyUploadError,
     InvalidUploadError,
     NotTextError,
+    OutOfTimeError,
+    RecordTooLargeError,
+    TooManyColumnsError,
     UploadTooLargeError,
 )
 
 SAMPLE_BYTES = 64 * 1024
 BATCH_ROWS = 1024
+# A batch also ends once it holds this many characters: rows may be wide.
+BATCH_CHARS = 1024 * 1024
 MAX_RAGGED_EXAMPLES = 100
-MAX_FIELD_CHARS = 1024 * 1024
+# Defaults of the record and column limits (pipeline.Limits).
+MAX_RECORD_CHARS = 1024 * 1024
+MAX_COLUMNS = 16_384  # as many as a spreadsheet holds (Excel, LibreOffice)
 _MASK60 = (1 << 60) - 1
 _REPLACE_HANDLER = "offload.uploads.replace"
 _replaced: ContextVar[list[int]] = ContextVar("offload_uploads_replaced")
@@ -68,6 +88,13 @@ _ASCII_SPACES = (" ", "\t", "\n", "\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", 
 Column = tuple[Sequence[str], str]
 _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
 _NORMALISE = re.compile(r"[^\w]+")
+# Formula injection (OWASP): first characters a spreadsheet may read as a formula.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
+_IS_NUMBER = re.compile(_NUMBER)
+# A cell (after the start or a NUL separator) that starts like a formula and is not a number.
+_FIRST_FORMULA = re.compile(rf"(?=[=+\-@\t\r])(?!{_NUMBER}(?:\x00|\Z))")
+_LATER_FORMULA = re.compile(rf"\x00(?=[=+\-@\t\r])(?!{_NUMBER}(?:\x00|\Z))")
 
 
 class Readable(Protocol):
@@ -86,14 +113,39 @@ def _replace_and_count(error: UnicodeError) -> tuple[str, int]:
 codecs.register_error(_REPLACE_HANDLER, _replace_and_count)
 
 
-class _ChainedReader(io.RawIOBase):
-    """Bytes already read (a sample), then the rest of a stream; counts what passes."""
+@dataclass(frozen=True)
+class Deadline:
+    """When processing must stop (time.monotonic()) so that the function can still finish."""
 
-    def __init__(self, head: bytes, rest: Readable, limit: int | None, what: str) -> None:
+    at: float
+    started: float = field(default_factory=time.monotonic)
+
+    def check(self, count: int, what: str) -> None:
+        if time.monotonic() > self.at:
+            elapsed = time.monotonic() - self.started
+            raise OutOfTimeError(
+                "the file is too large to process within the function's time: "
+                f"{count:,} bytes {what} in {elapsed:.0f} s"
+            )
+
+
+class _ChainedReader(io.RawIOBase):
+    """Bytes already read (a sample), then the rest of a stream; counts what passes, and
+    checks the size limit and the deadline on every read (at most 1 MiB apart)."""
+
+    def __init__(
+        self,
+        head: bytes,
+        rest: Readable,
+        limit: int | None,
+        what: str,
+        deadline: Deadline | None = None,
+    ) -> None:
         self._head = memoryview(head)
         self._rest = rest
         self._limit = limit
         self._what = what
+        self._deadline = deadline
         self.count = len(head)
 
     def readable(self) -> bool:
@@ -106,6 +158,9 @@ class _ChainedReader(io.RawIOBase):
             view[:n] = self._head[:n]
             self._head = self._head[n:]
             return n
+        if self._deadline is not None:
+            done = "read" if self._what == "is" else "decompressed"
+            self._deadline.check(self.count, done)
         data = self._rest.read(len(view))
         n = len(data)
         view[:n] = data
@@ -197,13 +252,14 @@ def open_text(
     declared_charset: str | None = None,
     max_bytes: int | None = None,
     max_expanded_bytes: int | None = None,
+    deadline: Deadline | None = None,
 ) -> tuple[IO[str], Source]:
     """Wrap a byte stream (gzip or not) as text, choosing the encoding from its start."""
     source = Source()
     head = _read_sample(stream, SAMPLE_BYTES)
     if not head:
         raise EmptyUploadError("the file is empty (0 bytes)")
-    source.reader = _ChainedReader(head, stream, max_bytes, "is")
+    source.reader = _ChainedReader(head, stream, max_bytes, "is", deadline)
     raw: IO[bytes] = io.BufferedReader(source.reader, buffer_size=1 << 20)
     if head.startswith(b"\x1f\x8b"):
         source.compressed = True
@@ -214,7 +270,9 @@ def open_text(
             raise NotTextError(f"the file is not a valid gzip stream: {exc}") from exc
         if not sample:
             raise EmptyUploadError("the file is empty once decompressed")
-        source.expanded = _ChainedReader(sample, unzipped, max_expanded_bytes, "expands to")
+        source.expanded = _ChainedReader(
+            sample, unzipped, max_expanded_bytes, "expands to", deadline
+        )
         raw = io.BufferedReader(source.expanded, buffer_size=1 << 20)
     else:
         sample = head
@@ -289,31 +347,89 @@ class RowStats:
 
 
 def _newlines(cells: list[str]) -> int:
-    return sum(c.count("\n") + c.count("\r") - c.count("\r\n") for c in cells)
+    text = "\x00".join(cells)
+    return text.count("\n") + text.count("\r") - text.count("\r\n")
+
+
+class RecordLines:
+    """The text's lines for the CSV reader, never more than `max_record_chars` per record.
+
+    A line is read with readline(limit), so that one line never holds more; a quoted record
+    over several lines is counted from its first line until the reader yields it (then the
+    Cleaner marks the record done), so that no record holds more, however it is quoted.
+    """
+
+    def __init__(self, text: IO[str], max_record_chars: int) -> None:
+        self.max_record_chars = max_record_chars
+        self.chars = 0  # characters read so far
+        self.lines = 0  # lines read so far
+        self.record_chars = 0  # `chars` when the current record started
+        self.record_line = 1  # the line it started on
+        self._readline = partial(text.readline, max_record_chars + 1)
+
+    def __iter__(self) -> Iterator[str]:
+        readline = self._readline
+        limit = self.max_record_chars
+        chars, lines = self.chars, self.lines
+        while line := readline():
+            lines += 1
+            chars += len(line)
+            self.chars, self.lines = chars, lines
+            if chars - self.record_chars > limit:
+                raise RecordTooLargeError(
+                    f"a record starting at line {self.record_line} is longer than {limit} "
+                    "characters, the limit (an unclosed quote?)"
+                )
+            yield line
+
+    def record_done(self) -> None:
+        self.record_chars = self.chars
+        self.record_line = self.lines + 1
 
 
 class Cleaner:
     """Reads rows from a csv reader and yields batches of clean columns."""
 
-    def __init__(self, lines: Iterable[str], delimiter: str, max_tracked_rows: int) -> None:
-        csv.field_size_limit(MAX_FIELD_CHARS)
+    def __init__(
+        self,
+        lines: Iterable[str],
+        records: RecordLines,
+        delimiter: str,
+        max_tracked_rows: int,
+        max_columns: int = MAX_COLUMNS,
+    ) -> None:
+        csv.field_size_limit(records.max_record_chars)
         self.reader = csv.reader(lines, delimiter=delimiter, strict=False)
+        self.records = records
+        self.max_columns = max_columns
         self.stats = RowStats(max_tracked=max_tracked_rows)
         self._seen: set[int] = set()
         self.header: list[str] = []
         self.source_header: list[str] = []
 
     def read_header(self) -> list[str]:
-        for row in self._rows(self.reader):
+        for row in self._rows():
             if any(cell.strip() for cell in row):
+                if len(row) > self.max_columns:
+                    raise TooManyColumnsError(
+                        f"the header has {len(row)} columns; the limit is {self.max_columns}"
+                    )
                 self.source_header = [cell.strip() for cell in row]
                 self.header = normalise_headers(row)
                 return self.header
         raise EmptyUploadError("the file has no rows: it is blank")
 
-    def _rows(self, rows: Iterator[list[str]]) -> Iterator[list[str]]:
+    def _rows(self, max_chars: int | None = None) -> Iterator[list[str]]:
+        """The reader's rows, each marking its record done; stops after `max_chars`."""
+        records = self.records
+        end = records.chars + max_chars if max_chars is not None else None
         try:
-            yield from rows
+            for row in self.reader:
+                records.record_chars = records.chars  # records.record_done(), inlined
+                records.record_line = records.lines + 1
+                yield row
+                if end is not None and records.chars >= end:
+                    return
         except csv.Error as exc:
             raise InvalidUploadError(
                 f"unreadable CSV near line {self.reader.line_num}: {exc} (an unclosed quote?)"
@@ -327,12 +443,7 @@ class Cleaner:
         stats = self.stats
         while True:
             first_line = reader.line_num
-            try:
-                rows = list(islice(reader, BATCH_ROWS))
-            except csv.Error as exc:
-                raise InvalidUploadError(
-                    f"unreadable CSV near line {reader.line_num}: {exc} (an unclosed quote?)"
-                ) from exc
+            rows = list(islice(self._rows(BATCH_CHARS), BATCH_ROWS))
             if not rows:
                 return
             stats.read += len(rows)
@@ -348,6 +459,8 @@ class Cleaner:
             columns = _clean_columns(rows, transposed)
             lines = list(map(",".join, rows))
             keep = self._keep(lines, blank_line)
+            if _neutralise_formulas(rows, columns):
+                lines = list(map(",".join, rows))
             if keep is not None:
                 columns = [trim_column(list(compress(cells, keep))) for cells, _ in columns]
                 lines = list(compress(lines, keep))
@@ -365,7 +478,11 @@ class Cleaner:
             if len(row) == width:
                 fixed.append(row)
                 continue
-            if not any(cell.strip() for cell in row):
+            if len(row) > self.max_columns:
+                raise TooManyColumnsError(
+                    f"line {start} has {len(row)} fields; the limit is {self.max_columns}"
+                )
+            if not "".join(row).strip():
                 stats.blank += 1
                 continue
             stats.ragged += 1
@@ -373,7 +490,7 @@ class Cleaner:
                 action = "padded"
                 stats.padded += 1
                 fixed.append(row + [""] * (width - len(row)))
-            elif not any(cell.strip() for cell in row[width:]):
+            elif not "".join(row[width:]).strip():
                 action = "trimmed"
                 stats.trimmed += 1
                 fixed.append(row[:width])
@@ -462,6 +579,42 @@ def _clean_columns(rows: list[list[str]], transposed: list[tuple[str, ...]]) -> 
             _set_column(rows, index, _quote_cells(column, present))
         columns.append(column)
     return columns
+
+
+def _neutralise_formulas(rows: list[list[str]], columns: list[Column]) -> bool:
+    """Put a `'` before each cell of `rows` that a spreadsheet would run as a formula.
+
+    `columns` hold the cells as read (trimmed); `rows` their CSV encoding, edited in place.
+    A few C-level scans per column find the columns that need it; a column of numbers with
+    signs (`-1.5`, `+8`) is found clean by one regular expression, without a loop per cell.
+    Returns whether a cell changed.
+    """
+    changed = False
+    for index, (cells, joined) in enumerate(columns):
+        present = [c for c in _FORMULA_STARTS if c in joined]  # one memchr scan each
+        if not present or (
+            joined[:1] not in present and not any("\x00" + c in joined for c in present)
+        ):
+            continue
+        exact = joined.count("\x00") == len(cells) - 1  # no cell holds a NUL of its own
+        if exact and not (_FIRST_FORMULA.match(joined) or _LATER_FORMULA.search(joined)):
+            continue
+        encoded = [row[index] for row in rows]
+        neutral = [
+            _neutralised(value, cell) if value[:1] in _FORMULA_STARTS else cell
+            for value, cell in zip(cells, encoded, strict=True)
+        ]
+        if neutral != encoded:
+            _set_column(rows, index, neutral)
+            changed = True
+    return changed
+
+
+def _neutralised(value: str, encoded: str) -> str:
+    """The encoded cell with a `'` in front (inside its quotes), unless the value is a number."""
+    if _IS_NUMBER.fullmatch(value):
+        return encoded
+    return "\"'" + encoded[1:] if encoded[:1] == '"' else "'" + encoded
 
 
 def _set_column(rows: list[list[str]], index: int, values: Sequence[str]) -> None:

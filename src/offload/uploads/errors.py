@@ -20,3 +20,20 @@ class UploadTooLargeError(InvalidUploadError):
 
 class UploadMissingError(InvalidUploadError):
     """The object was deleted before the worker could read it."""
+
+
+class RecordTooLargeError(UploadTooLargeError):
+    """One CSV record (a line, or a quoted record over several lines) over the record limit."""
+
+
+class TooManyColumnsError(InvalidUploadError):
+    """A header or a row with more columns than the column limit."""
+
+
+class OutOfTimeError(UploadTooLargeError):
+    """The file would not be processed before the function's timeout."""
+
+
+class UploadProcessingError(InvalidUploadError):
+    """The pipeline raised an error it does not know over this file: the same file would fail
+    the same way on every delivery, so the upload fails at once (and the log has the trace)."""

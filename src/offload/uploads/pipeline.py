@@ -1,8 +1,11 @@
 """Process one uploaded file: a byte stream in, cleaned CSV chunks out to a sink, a summary back.
 
-Memory stays flat whatever the file size: the source is read in 1 MiB blocks, rows are handled
-in batches of about a thousand, and cleaned CSV is handed to the sink batch by batch. The one thing
-that grows is the duplicate-row fingerprint set, capped by `Limits.max_tracked_rows`.
+Memory stays flat whatever the file size or shape: the source is read in 1 MiB blocks, rows are
+handled in batches of at most 1,024 rows and about 1 MiB of text, one record holds at most
+`Limits.max_record_chars` characters and `Limits.max_columns` fields, and cleaned CSV is handed
+to the sink batch by batch. The one thing that grows is the duplicate-row fingerprint set,
+capped by `Limits.max_tracked_rows`. Time is bounded too: given a deadline, the pipeline stops
+with OutOfTimeError (the upload fails) rather than run into the function's timeout.
 """
 
 import gc
@@ -10,17 +13,14 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import partial
 from itertools import chain
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
 from offload.uploads import csvclean
 from offload.uploads.errors import NotTextError
 from offload.uploads.models import delimiter_for, split_content_type
 from offload.uploads.summary import TableSummary
 
-# Longest line handed to the CSV parser at once: bounds memory on a file with no line breaks.
-MAX_LINE_CHARS = 4 * 1024 * 1024
 HEADER_SEARCH_LINES = 1000
 
 
@@ -33,6 +33,8 @@ class Limits:
     max_bytes: int | None = None
     max_expanded_bytes: int | None = None
     max_tracked_rows: int = 1_000_000
+    max_record_chars: int = csvclean.MAX_RECORD_CHARS
+    max_columns: int = csvclean.MAX_COLUMNS
 
 
 @contextmanager
@@ -47,10 +49,6 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _lines(text: IO[str]) -> Iterator[str]:
-    return iter(partial(text.readline, MAX_LINE_CHARS), "")
-
-
 def process(
     stream: csvclean.Readable,
     sink: Sink,
@@ -58,11 +56,15 @@ def process(
     filename: str = "upload.csv",
     content_type: str | None = None,
     limits: Limits | None = None,
+    deadline: float | None = None,
 ) -> dict[str, Any]:
     """Clean the CSV/TSV (optionally gzip) in `stream`, write it to `sink`, return the summary.
 
+    `deadline` (a time.monotonic() value) is when processing must have stopped.
+
     Raises an InvalidUploadError subclass, with a reason for the user, for a file that can
-    never be processed: empty, not text, over the limits, or not parseable as CSV.
+    never be processed: empty, not text, over the limits (sizes, record, columns, time), or
+    not parseable as CSV.
     """
     limits = limits or Limits()
     started = time.perf_counter()
@@ -72,18 +74,30 @@ def process(
         declared_charset=charset,
         max_bytes=limits.max_bytes,
         max_expanded_bytes=limits.max_expanded_bytes,
+        deadline=csvclean.Deadline(deadline) if deadline is not None else None,
     )
     token = csvclean.replaced_counter(source)
     try:
-        lines = _lines(text)
+        records = csvclean.RecordLines(text, limits.max_record_chars)
+        lines = iter(records)
         head: list[str] = []
         for line in lines:
-            head.append(line)
-            if line.strip() or len(head) >= HEADER_SEARCH_LINES:
+            if line.strip():
+                head.append(line)
+                break
+            head.append("\n")  # a blank line: kept for the line numbers, not its characters
+            records.record_done()
+            if len(head) >= HEADER_SEARCH_LINES:
                 break
         declared = delimiter_for(filename, content_type)
         source.delimiter = csvclean.sniff_delimiter(head[-1] if head else "", declared)
-        cleaner = csvclean.Cleaner(chain(head, lines), source.delimiter, limits.max_tracked_rows)
+        cleaner = csvclean.Cleaner(
+            chain(head, lines),
+            records,
+            source.delimiter,
+            limits.max_tracked_rows,
+            limits.max_columns,
+        )
         header = cleaner.read_header()
         table = TableSummary(header, cleaner.source_header)
         header_line = csvclean.encode_rows([csvclean.trim_column([name]) for name in header])[0]

@@ -4,10 +4,15 @@ Types are inferred from every value, in this order of preference: integer, float
 (true/false/yes/no), date (YYYY-MM-DD), string. A column whose values stop fitting its type is
 widened (integer → float) or becomes a string. Numeric columns get min, max, sum and mean; date
 columns get min and max. Empty cells are counted apart and never change the type.
+
+Numbers a user would not sum are not numbers: nan and infinity, and integers or sums beyond a
+float's range (about 1.8e308, an integer of 309 digits or more) make the column a string column,
+so that the mean (and any JSON reader of the summary) gets a finite float.
 """
 
 import json
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +27,7 @@ EMPTY, INTEGER, FLOAT, BOOLEAN, DATE, STRING = (
 )
 _TRUE = {"true", "yes"}
 _BOOLEANS = _TRUE | {"false", "no"}
+_FLOAT_MAX = sys.float_info.max
 
 
 def _json_ints(joined: str) -> list[Any] | None:
@@ -147,13 +153,20 @@ class ColumnSummary:
             self.minimum = low if self.minimum is None else min(self.minimum, low)
             self.maximum = high if self.maximum is None else max(self.maximum, high)
             return
+        self._text()
+
+    def _text(self) -> None:
         self.kind = STRING
         self.total, self.minimum, self.maximum, self.true_count = 0, None, None, 0
 
     def _numbers(self, numbers: list[Any], total: float, kind: str) -> None:
-        self.kind = kind
-        self.total += total
         low, high = min(numbers), max(numbers)
+        total += self.total
+        if not -_FLOAT_MAX <= total <= _FLOAT_MAX or -low > _FLOAT_MAX or high > _FLOAT_MAX:
+            self._text()  # beyond a float: a mean would overflow
+            return
+        self.kind = kind
+        self.total = total
         self.minimum = low if self.minimum is None else min(self.minimum, low)
         self.maximum = high if self.maximum is None else max(self.maximum, high)
 

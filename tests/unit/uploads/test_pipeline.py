@@ -3,6 +3,8 @@
 import csv
 import gzip
 import io
+import json
+import time
 from typing import Any
 
 import pytest
@@ -11,6 +13,9 @@ from offload.uploads.errors import (
     EmptyUploadError,
     InvalidUploadError,
     NotTextError,
+    OutOfTimeError,
+    RecordTooLargeError,
+    TooManyColumnsError,
     UploadTooLargeError,
 )
 from offload.uploads.pipeline import Limits, process
@@ -33,7 +38,11 @@ class Sink:
 
 
 def run(
-    data: bytes, filename: str = "data.csv", content_type: str | None = None, **limits: Any
+    data: bytes,
+    filename: str = "data.csv",
+    content_type: str | None = None,
+    deadline: float | None = None,
+    **limits: Any,
 ) -> tuple[dict[str, Any], Sink]:
     sink = Sink()
     summary = process(
@@ -42,6 +51,7 @@ def run(
         filename=filename,
         content_type=content_type,
         limits=Limits(**limits),
+        deadline=deadline,
     )
     return summary, sink
 
@@ -341,3 +351,121 @@ def test_dates_across_batches_keep_their_range() -> None:
     summary, _ = run(f"i,d\n{rows}".encode())
     d = column(summary, "d")
     assert (d["type"], d["min"], d["max"], d["count"]) == ("date", "1990-01-01", "2019-12-31", 5000)
+
+
+# ---------------------------------------------------------------- limits by bytes (issue 8)
+def test_many_records_together_longer_than_the_record_limit_are_fine() -> None:
+    # Given 3 MB of short records, some of them quoted over two lines, and a 100-character limit
+    rows = "".join(f'{i},"two\nlines {i}"\n' for i in range(150_000))
+    # When it is processed, then the limit counts one record at a time
+    summary, sink = run(f"a,b\n{rows}".encode(), max_record_chars=100)
+    assert summary["rows"]["written"] == 150_000
+    assert sink.rows[1] == ["0", "two\nlines 0"]
+
+
+def test_a_quoted_record_over_many_lines_stops_at_the_record_limit() -> None:
+    data = b"a,b\n1,2\n3," + b'"x\n",' * 1_000 + b"\n"
+    with pytest.raises(RecordTooLargeError, match="a record starting at line 3 is longer than"):
+        run(data, max_record_chars=1_000)
+
+
+def test_a_line_without_a_break_stops_at_the_record_limit() -> None:
+    with pytest.raises(RecordTooLargeError, match="starting at line 1 is longer than 1000"):
+        run(b"a," * 10_000, max_record_chars=1_000)
+
+
+def test_a_record_just_within_the_limit_is_kept() -> None:
+    cell = "x" * 990
+    _, sink = run(f"a,b\n1,{cell}\n".encode(), max_record_chars=1_000)
+    assert sink.rows[1] == ["1", cell]
+
+
+def test_blank_lines_before_the_header_do_not_count_as_one_record() -> None:
+    data = (" " * 900 + "\n") * 50 + "a,b\n1,2\n"
+    _, sink = run(data.encode(), max_record_chars=1_000)
+    assert sink.rows == [["a", "b"], ["1", "2"]]
+
+
+def test_a_header_over_the_column_limit_fails_with_the_count() -> None:
+    with pytest.raises(TooManyColumnsError, match="the header has 11 columns; the limit is 10"):
+        run(b",".join([b"c"] * 11) + b"\n1\n", max_columns=10)
+
+
+def test_a_row_over_the_column_limit_fails_with_its_line() -> None:
+    data = b"a,b\n1,2\n" + b",".join([b"x"] * 11) + b"\n"
+    with pytest.raises(TooManyColumnsError, match="line 3 has 11 fields; the limit is 10"):
+        run(data, max_columns=10)
+
+
+def test_a_row_longer_than_the_header_but_within_the_limit_is_still_just_ragged() -> None:
+    summary, _ = run(b"a,b\n1,2,,,\n", max_columns=10)
+    assert summary["rows"]["ragged"]["trimmed"] == 1
+
+
+def test_a_passed_deadline_stops_reading_with_the_reason() -> None:
+    data = gzip.compress(b"a\n" + b"1\n" * 2_000_000)
+    with pytest.raises(OutOfTimeError, match="too large to process within the function's time"):
+        run(data, deadline=time.monotonic() - 1)
+
+
+def test_a_deadline_in_time_changes_nothing() -> None:
+    summary, _ = run(b"a\n1\n", deadline=time.monotonic() + 60)
+    assert summary["rows"]["written"] == 1
+
+
+# ---------------------------------------------------------------- formula injection (issue 8)
+def test_cells_that_start_like_a_formula_get_a_quote_in_front() -> None:
+    data = b"a,b\n=1+2,@x\n\"=cmd|' /C calc'!A0, with a comma\",+x\n-,--1\nx=1,a-b\n"
+    _, sink = run(data)
+    assert sink.rows[1:] == [
+        ["'=1+2", "'@x"],
+        ["'=cmd|' /C calc'!A0, with a comma", "'+x"],
+        ["'-", "'--1"],
+        ["x=1", "a-b"],
+    ]
+    # The quote goes inside the CSV quotes
+    assert "\"'=cmd|" in sink.text
+
+
+@pytest.mark.parametrize("number", ["-1", "+8", "-1.5", "-.5", "+1e5", "-2E-3", "-0", "-1."])
+def test_numbers_with_a_sign_are_left_alone(number: str) -> None:
+    _, sink = run(f"a,b\n{number},=x\n1,2\n".encode())
+    assert sink.rows[1] == [number, "'=x"]
+
+
+def test_the_summary_and_duplicates_see_the_cells_as_read() -> None:
+    summary, sink = run(b"a,b\n=x,-1\n'=x,-2\n=x,-1\n")
+    assert summary["rows"]["duplicate"] == 1
+    assert sink.rows[1:] == [["'=x", "-1"], ["'=x", "-2"]]
+    assert (column(summary, "b")["type"], column(summary, "b")["min"]) == ("integer", -2)
+
+
+def test_a_column_of_signed_numbers_across_batches_is_untouched() -> None:
+    rows = "".join(f"{-i},{i}\n" for i in range(5000))
+    _, sink = run(f"a,b\n{rows}".encode())
+    assert sink.text == f"a,b\n{rows}"
+
+
+# ---------------------------------------------------------------- numbers beyond a float
+def test_integers_beyond_a_float_make_the_column_text() -> None:
+    summary, sink = run(f"a,b,c\n{'9' * 309},1,{'1' * 5000}\n1,2,3\n".encode())
+    assert column(summary, "a")["type"] == "string"
+    assert column(summary, "b")["mean"] == 1.5
+    assert column(summary, "c")["type"] == "string"
+    assert sink.rows[1][0] == "9" * 309
+    json.dumps(summary, allow_nan=False)
+
+
+def test_a_float_sum_that_overflows_across_batches_makes_the_column_text() -> None:
+    # Given one 1.5e308 per batch of rows (each batch's sum is a float; two of them are not)
+    rows = "".join(f"{i},{'1.5e308' if i % 1024 == 0 else '0.5'}\n" for i in range(3000))
+    summary, _ = run(f"i,a\n{rows}".encode())
+    assert column(summary, "a")["type"] == "string"
+    json.dumps(summary, allow_nan=False)
+
+
+def test_a_large_integer_within_a_float_keeps_its_exact_sum() -> None:
+    big = 10**300
+    summary, _ = run(f"a\n{big}\n{big + 2}\n".encode())
+    a = column(summary, "a")
+    assert (a["type"], a["sum"], a["mean"]) == ("integer", 2 * big + 2, float(big + 1))
