@@ -34,7 +34,7 @@ def handler(
 ) -> PartialItemFailureResponse | dict[str, Any]:
     metrics.add_dimension(name="queue", value="uploads")
     if service.is_s3_event(event):
-        return service.handle_s3_event(event)
+        return service.handle_s3_event(event, context)
     return process_partial_response(
         event=event, record_handler=record_handler, processor=processor, context=context
     )

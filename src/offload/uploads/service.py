@@ -386,7 +386,7 @@ def _poison(record: SQSRecord, reason: str) -> None:
     metrics.add_metric(name="UploadMessagesDeadLettered", unit=MetricUnit.Count, value=1)
 
 
-def handle_s3_event(event: Mapping[str, Any]) -> dict[str, Any]:
+def handle_s3_event(event: Mapping[str, Any], context: LambdaContext) -> dict[str, Any]:
     """A direct S3 event (an async invoke): Lambda retries the event if this raises."""
-    results = process_objects(s3_records(event), attempt=1)
+    results = process_objects(s3_records(event), attempt=1, invocation=Invocation.of(context))
     return {"processed": len(results)}
