@@ -115,7 +115,12 @@ def test_ambiguous_ses_failures_send_at_most_one_request_per_delivery(
     times = CallTimes()
     monkeypatch.setattr(SESV2Response, "send_email", ses.wrap(SESV2Response.send_email))
     deliveries = Deliveries()
-    settings = {"OFFLOAD_RECORD_TIME_BUDGET_MS": str(BUDGET_MS)}
+    settings = {
+        "OFFLOAD_RECORD_TIME_BUDGET_MS": str(BUDGET_MS),
+        # The SES call's own timeouts (one attempt), within the budget
+        "OFFLOAD_SES_CONNECT_TIMEOUT_SECONDS": "0.5",
+        "OFFLOAD_SES_READ_TIMEOUT_SECONDS": "1",
+    }
     started = time.monotonic()
     with (
         fast_queues(
