@@ -95,8 +95,11 @@ def template_triggers() -> tuple[Trigger, ...]:
     return tuple(found)
 
 
-def trigger_of(function: str) -> Trigger:
-    return next(t for t in template_triggers() if t.function == function)
+def trigger_of(function: str, queue: str | None = None) -> Trigger:
+    """The function's trigger on `queue` (a logical id), or its first one."""
+    return next(
+        t for t in template_triggers() if t.function == function and queue in (None, t.queue)
+    )
 
 
 def triggers_on(queues: Sequence[str], *, besides: Sequence[str] = ()) -> list[Trigger]:
@@ -118,12 +121,14 @@ def event_source(
     aws: AwsStack,
     function: str,
     *,
+    queue: str | None = None,
     timeout: int | None = None,
     memory: int | None = None,
     batch_size: int | None = None,
 ) -> EventSource:
-    """The local event source of one of the template's functions (its first SQS trigger)."""
-    trigger = trigger_of(function)
+    """The local event source of one of the template's functions: its trigger on `queue` (a
+    logical id), or its first one; timeout, memory and batch size may be overridden."""
+    trigger = trigger_of(function, queue)
     url = aws.resources[trigger.queue]
     return EventSource(
         function=function,
@@ -226,8 +231,8 @@ def service_over_http(service: str, endpoint: str) -> Iterator[None]:
         try:
             yield
         finally:
+            monkeypatch.undo()
             clients.reset()
-    clients.reset()
 
 
 # ---------------------------------------------------------------- SDK-level faults

@@ -65,7 +65,7 @@ def victim_killed_while_holding(
         },
     )
     others = [
-        event_source(aws, t.function)
+        event_source(aws, t.function, queue=t.queue)
         for t in triggers_on(["TaskQueue", "TaskDeadLetterQueue"], besides=["TaskWorker"])
     ]
     definition = definition_of(fault_tasks.hold)
