@@ -4,7 +4,9 @@
   message with one unknown field, or a broken payload) arrives before the real message. The
   poison path must not destroy the task on its word: the real message still runs it, once.
 - case 11: the worker writes the task's record before the API's `queued` write (they run side
-  by side): the owner must not be lost, so another caller still cannot read the task.
+  by side): the owner must not be lost, so another caller still cannot read the task;
+- case 9 (claim check): a message's payload pointer is followed only to its own task's payload
+  in the payload bucket, never to another task's payload or another bucket's object.
 
 The EmailWorker is the real handler fed by the real local poller, in this process; the API is
 `api.main.handler` (Mangum) fed API Gateway events with a JWT authorizer's claims.
@@ -16,6 +18,7 @@ import time
 from collections import Counter
 from typing import Any
 
+import boto3
 import pytest
 
 from api.main import handler
@@ -23,6 +26,7 @@ from offload.aws import sqs
 from offload.emails import send_email
 from offload.enqueue import TaskCall, enqueue
 from offload.models import TaskMessage, TaskState
+from offload.notifications import write_log
 from offload.registry import definition_of
 from tests.reliability.harness import (
     api_event,
@@ -35,7 +39,7 @@ from tests.reliability.harness import (
     sdk_hook,
 )
 from tests.reliability.support import print_table
-from tests.support import AwsStack
+from tests.support import REGION, AwsStack, JsonLogs
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -142,3 +146,60 @@ def test_the_owner_survives_a_worker_that_writes_first(
     assert read["Alice"]["statusCode"] == 200, read["Alice"]["body"]
     assert read["Bob"]["statusCode"] == 404, read["Bob"]["body"]
     assert record.get("owner") == ALICE, record
+
+
+def test_a_payload_pointer_is_followed_only_to_its_own_payload(
+    aws: AwsStack, monkeypatch: pytest.MonkeyPatch, json_logs: JsonLogs
+) -> None:
+    settings = {"OFFLOAD_MAX_MESSAGE_BYTES": "1024"}  # any payload over 1 KiB goes to S3
+    with fast_queues(
+        aws, monkeypatch, ["TaskQueue"], receives=RECEIVES, visibility=VISIBILITY, settings=settings
+    ):
+        # Given a task whose large payload was checked in to the payload bucket
+        log = definition_of(write_log)
+        (checked_in,) = enqueue([TaskCall(log, log.payload("task A's secret " + "x" * 2_000))])
+        assert checked_in.payload_ref, "the payload should have gone to S3"
+        # ... and messages of other tasks pointing at it, and at another bucket's object
+        bucket = aws.environment["OFFLOAD_UPLOAD_BUCKET"]
+        body = json.dumps({"message": "someone else's object"}).encode()
+        boto3.client("s3", region_name=REGION).put_object(Bucket=bucket, Key="x.json", Body=body)
+        forged = [
+            TaskMessage(kind=log.name, payload={}, payload_ref=checked_in.payload_ref),
+            TaskMessage(kind=log.name, payload={}, payload_ref=f"s3://{bucket}/x.json"),
+        ]
+        assert not sqs.send_messages(aws.task_queue, forged)
+
+        # When the TaskWorker takes them
+        ids = [checked_in.task_id, *(m.task_id for m in forged)]
+        with pollers([event_source(aws, "TaskWorker")]):
+            poll_until(
+                lambda: (
+                    not queue_depth(aws.task_queue)
+                    and all(
+                        (aws.task(t) or {}).get("state") in (TaskState.SUCCEEDED, TaskState.DEAD)
+                        for t in ids
+                    )
+                ),
+                20,
+            )
+
+    # Then the owner of the payload ran once; the forged pointers were never followed
+    lines = Counter(r.get("task_id") for r in json_logs.records if r.get("event") == "write_log")
+    rows = []
+    for name, task_id in zip(
+        ("its own task", "another task's", "another bucket's"), ids, strict=True
+    ):
+        record = aws.task(task_id) or {}
+        rows.append(
+            (
+                f"pointer to {name} payload",
+                f"{record.get('state')}, {lines[str(task_id)]} log line(s)",
+            )
+        )
+    print_table("Claim-check pointers", rows)
+    assert (aws.task(ids[0]) or {}).get("state") == TaskState.SUCCEEDED
+    assert lines[str(ids[0])] == 1
+    for task_id in ids[1:]:
+        record = aws.task(task_id) or {}
+        assert lines[str(task_id)] == 0, f"{task_id}: a forged pointer was followed"
+        assert record.get("state") == TaskState.DEAD and record.get("error"), record
