@@ -13,7 +13,9 @@ case of issue 8 makes one of them pass:
 - gzip-bomb (case 2): a gzip that expands far past what the worker can read in its timeout;
 - huge-number (case 8): numbers of 309 and 400 digits;
 - formula-cells (case 14): cells that a spreadsheet would run; cleaned.csv must neutralise them;
-- foreign-bucket (case 9): an S3 notification for another bucket naming a user's upload id.
+- foreign-bucket (case 9): an S3 notification for another bucket naming a user's upload id;
+- second-object (case 13): a second object for the same upload id: no second processing, no
+  mixed results.
 """
 
 import csv
@@ -30,6 +32,7 @@ from uuid import UUID
 import boto3
 import pytest
 from fastapi.testclient import TestClient
+from moto.s3.models import S3Backend
 
 from api.main import app
 from offload.aws import tasks_table
@@ -442,3 +445,38 @@ def _s3_notification(bucket: str, key: str, size: int) -> dict[str, Any]:
     s3["bucket"]["name"], s3["bucket"]["arn"] = bucket, f"arn:aws:s3:::{bucket}"
     s3["object"]["key"], s3["object"]["size"] = quote_plus(key, safe="/"), size
     return notification
+
+
+def test_a_second_object_for_an_upload_neither_runs_again_nor_mixes_results(
+    aws: AwsStack, pool: WorkerPool, path: UploadPath, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given an upload whose form is used twice: a second file lands under the same upload id
+    first = ordinary_files()[0]
+    second_body = b"x,y\n" + b"".join(b"%d,second\n" % i for i in range(60))
+    writes: list[str] = []
+    original = S3Backend.put_object
+
+    def put_object(self: S3Backend, bucket_name: str, key_name: str, *args: Any, **kw: Any) -> Any:
+        writes.append(key_name)  # moto's S3, for the worker process too (through the server)
+        return original(self, bucket_name, key_name, *args, **kw)
+
+    monkeypatch.setattr(S3Backend, "put_object", put_object)
+
+    def second_file_too(uploads: list[Upload]) -> None:
+        path.s3.put_object(
+            Bucket=path.bucket, Key=f"uploads/{first.upload_id}/second.csv", Body=second_body
+        )
+
+    # When both objects' notifications reach the worker
+    run = run_uploads(aws, pool, path, [first], before_put=second_file_too)
+    time.sleep(1)  # the second notification has had time to be taken
+
+    # Then the upload was processed once, and its results are one file's, whole
+    assert_each_final_once(path, run)
+    summary_key = f"results/{first.upload_id}/summary.json"
+    assert writes.count(summary_key) == 1, f"summary.json written {writes.count(summary_key)} times"
+    summary = json.loads(path.get(summary_key))
+    cleaned = path.get(f"results/{first.upload_id}/cleaned.csv").decode()
+    data_rows = list(csv.reader(io.StringIO(cleaned, newline="")))[1:]
+    assert summary["rows"]["written"] == len(data_rows), (summary["rows"], len(data_rows))
+    assert summary["rows"]["read"] in (5, 60), summary["rows"]
