@@ -1,10 +1,14 @@
-"""Who the caller is (case 12), through the Lambda entry point (`api.main.handler`, Mangum).
+"""The API's guards, through the Lambda entry point (`api.main.handler`, Mangum), fed API
+Gateway HTTP API (v2) events.
 
-API Gateway's HTTP API puts a JWT's claims in requestContext.authorizer.jwt.claims. A token
-without `sub` (for example a client-credentials token of some identity providers) names nobody:
-such callers would share one identity, get each other's task ids for the same Idempotency-Key
-and read each other's tasks. Every route that creates or reads tasks must answer 401 to it.
-And an empty OFFLOAD_API_TOKEN must not turn the local bearer check off silently.
+- case 12: API Gateway's JWT authorizer puts a token's claims in
+  requestContext.authorizer.jwt.claims. A token without `sub` (for example a client-credentials
+  token of some identity providers) names nobody: such callers would share one identity, get
+  each other's task ids for the same Idempotency-Key and read each other's tasks. Every route
+  that creates or reads tasks must answer 401 to it. And an empty OFFLOAD_API_TOKEN must not
+  turn the local bearer check off silently;
+- case 16: a subject with a character of Unicode category Cc, Zl or Zp (not only CR and LF)
+  is refused with a 422 that names the field, and nothing is queued.
 """
 
 from typing import Any
@@ -125,3 +129,28 @@ def test_an_empty_api_token_does_not_turn_the_bearer_check_off(
 
     # Then the app refused to start, or the calls were refused, or it said it ignores the value
     assert refused is not None or statuses == [401, 401] or said_so, statuses
+
+
+# Characters that end or break a header line somewhere: Unicode categories Cc, Zl and Zp.
+BREAKERS = {
+    "LINE SEPARATOR": "\u2028",
+    "PARAGRAPH SEPARATOR": "\u2029",
+    "NEXT LINE": "\u0085",
+    "VT": "\x0b",
+    "FF": "\x0c",
+    "NUL": "\x00",
+}
+
+
+def test_a_subject_with_a_line_breaking_character_is_refused(
+    aws: AwsStack, lambda_context: Any
+) -> None:
+    answers = {}
+    for name, char in BREAKERS.items():
+        body = {"to": "carol@example.com", "subject": f"Hi{char}Bcc: x@example.com", "text": "x"}
+        response = handler(api_event("POST", "/emails", body), lambda_context)
+        detail = response["body"] if response["statusCode"] == 422 else ""
+        answers[name] = (response["statusCode"], "subject" in detail)
+    print_table("Subjects with line-breaking characters", list(answers.items()))
+    assert answers == dict.fromkeys(BREAKERS, (422, True)), answers
+    assert not queue_depth(aws.email_queue)
