@@ -121,7 +121,7 @@ def test_an_empty_api_token_does_not_turn_the_bearer_check_off(
     print_table(
         "An empty OFFLOAD_API_TOKEN",
         [
-            ("refused to start", repr(refused)[:90] if refused else "no"),
+            ("refused to start", " ".join(str(refused).split())[-90:] if refused else "no"),
             ("GET /tasks/{id} without a token / with an empty one", statuses or "-"),
             ("said clearly (a log line naming OFFLOAD_API_TOKEN)", said_so),
         ],

@@ -450,7 +450,8 @@ def _s3_notification(bucket: str, key: str, size: int) -> dict[str, Any]:
 def test_a_second_object_for_an_upload_neither_runs_again_nor_mixes_results(
     aws: AwsStack, pool: WorkerPool, path: UploadPath, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Given an upload whose form is used twice: a second file lands under the same upload id
+    # Given an upload whose form is used twice: another file lands under the same upload id,
+    # just before the declared one
     first = ordinary_files()[0]
     second_body = b"x,y\n" + b"".join(b"%d,second\n" % i for i in range(60))
     writes: list[str] = []
@@ -462,13 +463,13 @@ def test_a_second_object_for_an_upload_neither_runs_again_nor_mixes_results(
 
     monkeypatch.setattr(S3Backend, "put_object", put_object)
 
-    def second_file_too(uploads: list[Upload]) -> None:
+    def another_file_first(uploads: list[Upload]) -> None:
         path.s3.put_object(
             Bucket=path.bucket, Key=f"uploads/{first.upload_id}/second.csv", Body=second_body
         )
 
     # When both objects' notifications reach the worker
-    run = run_uploads(aws, pool, path, [first], before_put=second_file_too)
+    run = run_uploads(aws, pool, path, [first], before_put=another_file_first)
     time.sleep(1)  # the second notification has had time to be taken
 
     # Then the upload was processed once, and its results are one file's, whole
