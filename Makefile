@@ -24,7 +24,7 @@ $(STAMP): requirements/dev.lock pyproject.toml
 setup: $(STAMP) ## Create .venv with the locked dependencies
 
 run: setup ## Run the whole system locally: moto, the API on :8000, and the workers
-	$(BIN)/python -m local run $(ARGS)
+	$(BIN)/python -m offload.local run $(ARGS)
 
 # The local system by default; for AWS: make dlq ARGS="list --stack offload-prod" DLQ_ENDPOINT=
 DLQ_ENDPOINT ?= http://127.0.0.1:$(or $(OFFLOAD_MOTO_PORT),4566)
@@ -33,11 +33,11 @@ dlq: setup ## DLQ tools: make dlq ARGS="list|redrive|purge --yes [--queue email]
 		$(BIN)/python -m offload.dlq --stack $${OFFLOAD_STACK:-offload-local} $(or $(ARGS),list)
 
 emails: setup ## List the emails the local system's SES has sent
-	$(BIN)/python -m local emails
+	$(BIN)/python -m offload.local emails
 
 upload: setup ## Upload FILE=path.csv to the running local system and print its summary
 	@test -n "$(FILE)" || (echo "usage: make upload FILE=path/to/file.csv" && exit 2)
-	$(BIN)/python -m local upload "$(FILE)"
+	$(BIN)/python -m offload.local upload "$(FILE)"
 
 test: setup ## Run every test: unit, integration, e2e, reliability
 	$(BIN)/pytest

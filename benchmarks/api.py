@@ -168,7 +168,7 @@ def _seed_system(logs: Path) -> Iterator[str]:
 @contextmanager
 def _offload_system(logs: Path) -> Iterator[str]:
     """moto's server provisioned from template.yaml, the API under uvicorn, TaskWorker pollers."""
-    from local.stack import provision
+    from offload.local.stack import provision
 
     # The SAM translator warns about its own unpublished usage metrics when they are collected.
     logging.getLogger("samtranslator.metrics").setLevel(logging.ERROR)
@@ -182,11 +182,11 @@ def _offload_system(logs: Path) -> Iterator[str]:
         api_env = child_env(**stack.environment("ApiFunction"), **extra)
         source = next(s for s in stack.event_sources if s.function == "TaskWorker")
         source = replace(source, environment={**source.environment, **extra})
-        from local.poller import spec_argument
+        from offload.local.poller import spec_argument
 
         pollers = [
             spawn(
-                ["-m", "local", "poll", spec_argument(source)],
+                ["-m", "offload.local", "poll", spec_argument(source)],
                 child_env(**extra),
                 logs / f"poller{i}.log",
             )

@@ -91,7 +91,7 @@ def _baseline_pass(path: Path) -> float:
 
 
 def _pipeline_pass(path: Path) -> float:
-    from offload.uploads.pipeline import Limits, process
+    from example_app.uploads.pipeline import Limits, process
 
     started = time.perf_counter()
     with path.open("rb") as source:
@@ -188,9 +188,9 @@ def _measure_child(spec: str) -> None:
     idle = _peak_kb()
     from uuid import UUID
 
+    from example_app.uploads.models import UPLOAD_KIND
+    from example_app.uploads.service import ObjectCreated, process_object
     from offload.aws import tasks_table
-    from offload.uploads.models import UPLOAD_KIND
-    from offload.uploads.service import ObjectCreated, process_object
 
     tasks_table.create(UUID(args["upload_id"]), UPLOAD_KIND)
     imported = _peak_kb()

@@ -70,7 +70,7 @@ def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 @pytest.fixture
 def lambda_context() -> Any:
-    from local.lambda_runtime import LambdaContext
+    from offload.local.lambda_runtime import LambdaContext
 
     return LambdaContext(function_name="offload-dev-Worker-TEST", timeout_seconds=30)
 
@@ -80,7 +80,7 @@ def _moto_stack() -> Iterator[tuple[Any, AwsStack]]:
     """Create the stack from template.yaml once; moto keeps it while the mock is switched off."""
     from moto import mock_aws
 
-    from local.stack import provision
+    from offload.local.stack import provision
 
     with pytest.MonkeyPatch.context() as monkeypatch:
         _clear_environment(monkeypatch)

@@ -1,4 +1,4 @@
-"""Response models (requests are validated by the task argument models and offload.emails)."""
+"""Response models (requests are validated by the task argument models and example_app.emails)."""
 
 from datetime import datetime
 from typing import Any

@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 from uuid import UUID
 
+from example_app.uploads.models import UPLOAD_KIND, parse_upload_key
+from example_app.uploads.service import s3_records
 from offload.aws import sqs, stack, tasks_table
 from offload.models import TaskState
 from offload.observability import logger
 from offload.settings import get_settings
-from offload.uploads.models import UPLOAD_KIND, parse_upload_key
-from offload.uploads.service import s3_records
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.type_defs import MessageTypeDef

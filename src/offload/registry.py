@@ -13,7 +13,6 @@ from offload.errors import PermanentTaskError, TaskError, UnknownTaskError
 from offload.settings import get_settings
 
 QueueName = Literal["tasks", "email"]
-BUILTIN_TASK_MODULES = ("offload.emails", "offload.notifications")
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -96,8 +95,8 @@ def task(
 
 def load_task_modules() -> None:
     """Import the modules that define tasks, so that their @task decorators run."""
-    extra = tuple(m.strip() for m in get_settings().task_modules.split(",") if m.strip())
-    _import_modules((*BUILTIN_TASK_MODULES, *extra))
+    modules = tuple(m.strip() for m in get_settings().task_modules.split(",") if m.strip())
+    _import_modules(modules)
 
 
 @cache

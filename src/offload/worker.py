@@ -22,6 +22,12 @@ from typing import Any
 from uuid import UUID
 
 from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    process_partial_response,
+)
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.idempotency import (
     DynamoDBPersistenceLayer,
@@ -42,7 +48,7 @@ from offload.errors import (
     UnknownTaskError,
 )
 from offload.models import TaskMessage, TaskState
-from offload.observability import logger, metrics
+from offload.observability import logger, metrics, tracer
 from offload.registry import QueueName, get_task
 from offload.retries import (
     backoff_seconds,
@@ -288,3 +294,33 @@ def register_context(context: LambdaContext) -> None:
     must not be cut off check the time left (offload.deadline)."""
     _runner(idempotency.persistence_layer())[0].register_lambda_context(context)
     deadline.start(context)
+
+
+LambdaHandler = Callable[[dict[str, Any], LambdaContext], PartialItemFailureResponse]
+
+
+def sqs_handler(queue: QueueName) -> LambdaHandler:
+    """The Lambda handler of one queue's worker: `handler = sqs_handler("tasks")`.
+
+    Each record of the SQS batch runs through the task lifecycle (process_record); the handler
+    answers with partial batch failures (the function's SQS trigger needs
+    `FunctionResponseTypes: [ReportBatchItemFailures]`).
+    """
+    # A batch whose every record failed is still a partial failure: Lambda's Errors metric
+    # then counts crashes only, not ordinary retries.
+    processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+
+    def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> Any:
+        return process_record(record, queue, lambda_context)
+
+    @logger.inject_lambda_context(clear_state=True)
+    @metrics.log_metrics
+    @tracer.capture_lambda_handler(capture_response=False)
+    def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+        metrics.add_dimension(name="queue", value=queue)
+        register_context(context)
+        return process_partial_response(
+            event=event, record_handler=record_handler, processor=processor, context=context
+        )
+
+    return handler

@@ -1,5 +1,5 @@
 """EmailWorker: EmailQueue → SES."""
 
-from workers.sqs_tasks import task_queue_handler
+from offload.worker import sqs_handler
 
-handler = task_queue_handler("email")
+handler = sqs_handler("email")

@@ -1,5 +1,5 @@
 """TaskWorker: TaskQueue → registered Python tasks (write_log and your own)."""
 
-from workers.sqs_tasks import task_queue_handler
+from offload.worker import sqs_handler
 
-handler = task_queue_handler("tasks")
+handler = sqs_handler("tasks")

@@ -14,8 +14,8 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from example_app.uploads import service
 from offload.observability import logger, metrics, tracer
-from offload.uploads import service
 
 # A batch whose every record failed is still a partial failure: Lambda's Errors metric
 # then counts crashes only, not ordinary retries.

@@ -1,4 +1,4 @@
-"""The local system (`python -m local run`), started once per session on free ports."""
+"""The local system (`python -m offload.local run`), started once per session on free ports."""
 
 import contextlib
 import os
@@ -70,7 +70,7 @@ def local_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSyst
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "OFFLOAD_"))}
     env["POWERTOOLS_TRACE_DISABLED"] = "true"
     command = [
-        sys.executable, "-m", "local", "run",
+        sys.executable, "-m", "offload.local", "run",
         "--api-port", str(api_port),
         "--moto-port", str(moto_port),
         "--sender", SENDER,

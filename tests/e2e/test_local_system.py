@@ -84,9 +84,9 @@ def test_post_emails_is_sent_by_the_worker(local_system: LocalSystem) -> None:
     assert email["source"] == SENDER
     assert email["destinations"]["ToAddresses"] == ["e2e-ann@example.com"]
     assert "Sent end to end" in email["body"]
-    # And `python -m local emails` lists it
+    # And `python -m offload.local emails` lists it
     listing = subprocess.run(
-        [sys.executable, "-m", "local", "emails", "--moto-url", local_system.moto_url],
+        [sys.executable, "-m", "offload.local", "emails", "--moto-url", local_system.moto_url],
         cwd=ROOT,
         capture_output=True,
         text=True,

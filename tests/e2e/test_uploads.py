@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from local.upload import upload
+from offload.local.upload import upload
 from tests.e2e.conftest import LocalSystem
 from tests.support import ROOT
 
@@ -76,7 +76,15 @@ def test_the_upload_command(local_system: LocalSystem, tmp_path: Path) -> None:
     source.write_text("city\tpeople\nRoma\t2873000\nMilano\t1352000\n")
 
     result = subprocess.run(
-        [sys.executable, "-m", "local", "upload", str(source), "--api", local_system.api_url],
+        [
+            sys.executable,
+            "-m",
+            "offload.local",
+            "upload",
+            str(source),
+            "--api",
+            local_system.api_url,
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,

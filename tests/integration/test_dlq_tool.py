@@ -9,13 +9,13 @@ from uuid import uuid4
 import boto3
 import pytest
 
-from local.lambda_runtime import LambdaContext, sqs_event
+from example_app.emails import send_email
+from example_app.notifications import write_log
 from offload import dlq
 from offload.aws import clients, sqs, tasks_table
-from offload.emails import send_email
 from offload.enqueue import TaskCall, enqueue
+from offload.local.lambda_runtime import LambdaContext, sqs_event
 from offload.models import TaskMessage, TaskState
-from offload.notifications import write_log
 from offload.registry import definition_of
 from tests.support import REGION, AwsStack, JsonLogs
 from workers.email import handler as email_handler

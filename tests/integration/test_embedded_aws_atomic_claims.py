@@ -23,7 +23,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyItemAlreadyExistsError,
 )
 
-from local.runner import MotoServer
+from offload.local.runner import MotoServer
 from tests.support import REGION
 
 HOLD_SECONDS = 0.3  # how long each claim stays between moto's read and its write

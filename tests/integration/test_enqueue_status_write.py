@@ -10,8 +10,8 @@ from botocore.exceptions import ClientError
 from fastapi.testclient import TestClient
 
 from api.main import app
-from local.lambda_runtime import sqs_event
 from offload.aws import clients, sqs
+from offload.local.lambda_runtime import sqs_event
 from tests.support import REGION, AwsStack, JsonLogs, task_message
 from workers import email as email_worker
 

@@ -15,14 +15,14 @@ import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 from botocore.exceptions import ClientError, ConnectTimeoutError, EndpointConnectionError
 
-from local.lambda_runtime import LambdaContext, sqs_event
+from example_app.emails import send_email
+from example_app.notifications import write_log
 from offload.aws import clients, idempotency, sqs
 from offload.aws.errors import transient_errors
-from offload.emails import send_email
 from offload.enqueue import TaskCall, enqueue
 from offload.errors import EmailRejectedError, TransientTaskError
+from offload.local.lambda_runtime import LambdaContext, sqs_event
 from offload.models import TaskMessage
-from offload.notifications import write_log
 from offload.registry import definition_of
 from tests.support import REGION, AwsStack, JsonLogs
 from workers.email import handler as email_handler

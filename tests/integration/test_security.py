@@ -120,7 +120,7 @@ def test_make_run_refuses_an_empty_token(
 ) -> None:
     # Given `make run ARGS="--api-token ''"`, or OFFLOAD_API_TOKEN= in the environment
     monkeypatch.setenv("OFFLOAD_API_TOKEN", "")
-    from local.__main__ import main
+    from offload.local.__main__ import main
 
     # When the local system starts, then it stops at once with the reason (nothing started)
     with pytest.raises(SystemExit) as stopped:

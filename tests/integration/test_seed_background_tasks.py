@@ -8,9 +8,9 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from local.lambda_runtime import LambdaContext, sqs_event
 from offload.errors import UnknownTaskError
 from offload.fastapi import BackgroundTasks
+from offload.local.lambda_runtime import LambdaContext, sqs_event
 from tests.support import REGION, AwsStack, JsonLogs, task_message
 from workers import tasks as task_worker
 
@@ -19,7 +19,7 @@ from workers import tasks as task_worker
 SEED = """
 from fastapi import FastAPI
 {import_line}
-from offload.notifications import write_log
+from example_app.notifications import write_log
 
 app = FastAPI()
 
@@ -99,7 +99,7 @@ def test_offload_background_tasks_enqueue_durably_and_a_worker_runs_them(
 
 
 def test_several_add_task_calls_are_sent_together(aws: AwsStack) -> None:
-    from offload.notifications import write_log
+    from example_app.notifications import write_log
 
     app = FastAPI()
 

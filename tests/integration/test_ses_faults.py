@@ -20,10 +20,10 @@ import boto3
 import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
-from local.lambda_runtime import LambdaContext, sqs_event
+from example_app.emails import send_email
 from offload.aws import clients
-from offload.emails import send_email
 from offload.enqueue import TaskCall, enqueue
+from offload.local.lambda_runtime import LambdaContext, sqs_event
 from offload.registry import definition_of
 from offload.settings import get_settings
 from tests.support import REGION, AwsStack, JsonLogs

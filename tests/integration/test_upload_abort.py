@@ -13,10 +13,10 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
+from example_app.uploads.models import UPLOAD_KIND
 from offload.aws import clients, tasks_table
 from offload.aws.uploads_s3 import PART_BYTES, MultipartWriter
 from offload.models import TaskState
-from offload.uploads.models import UPLOAD_KIND
 from tests.support import REGION, AwsStack, EventLoader, JsonLogs
 from workers.upload import handler
 

@@ -25,13 +25,13 @@ from botocore.response import StreamingBody
 from fastapi.testclient import TestClient
 
 from api.main import app
-from local.lambda_runtime import LambdaContext, sqs_event
+from example_app.uploads.models import UPLOAD_KIND
+from example_app.uploads.summary import TableSummary
 from offload import dlq
 from offload.aws import clients, sqs, tasks_table
+from offload.local.lambda_runtime import LambdaContext, sqs_event
 from offload.models import TaskState
 from offload.settings import get_settings
-from offload.uploads.models import UPLOAD_KIND
-from offload.uploads.summary import TableSummary
 from tests.integration import upload_child
 from tests.support import REGION, AwsStack, EventLoader, JsonLogs
 from workers.upload import handler

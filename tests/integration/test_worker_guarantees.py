@@ -17,9 +17,9 @@ import pytest
 from botocore.exceptions import ClientError
 
 from api.main import handler as api_handler
-from local.lambda_runtime import LambdaContext, sqs_event
 from offload.aws import clients, idempotency, sqs
 from offload.enqueue import TaskCall, enqueue
+from offload.local.lambda_runtime import LambdaContext, sqs_event
 from offload.models import TaskMessage
 from offload.registry import definition_of, task
 from tests.integration.test_reliability_worker import (

@@ -16,11 +16,11 @@ from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingErro
 from fastapi.testclient import TestClient
 
 from api.main import app
-from local.lambda_runtime import LambdaContext, sqs_event
 from offload import dlq
 from offload.aws import sqs
 from offload.enqueue import TaskCall, enqueue
 from offload.errors import TransientTaskError
+from offload.local.lambda_runtime import LambdaContext, sqs_event
 from offload.registry import definition_of, task
 from offload.settings import get_settings
 from tests.support import REGION, AwsStack

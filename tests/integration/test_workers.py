@@ -7,10 +7,10 @@ from uuid import UUID
 import boto3
 import pytest
 
-from local.lambda_runtime import LambdaContext, sqs_event
+from example_app.notifications import write_log
 from offload.enqueue import TaskCall, enqueue
 from offload.errors import TransientTaskError
-from offload.notifications import write_log
+from offload.local.lambda_runtime import LambdaContext, sqs_event
 from offload.registry import definition_of, task
 from tests.support import REGION, SENDER, AwsStack, EventLoader, JsonLogs
 from workers import email as email_worker

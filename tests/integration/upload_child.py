@@ -176,8 +176,8 @@ def _measure(shape: str, upload_id: UUID) -> dict[str, Any]:
     """One shape through the handler: its outcome and the peak RSS while it ran."""
     import boto3
 
-    from local.lambda_runtime import LambdaContext
     from offload.aws import tasks_table
+    from offload.local.lambda_runtime import LambdaContext
     from workers.upload import handler
 
     key = f"uploads/{upload_id}/{shape}.csv"

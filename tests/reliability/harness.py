@@ -2,7 +2,8 @@
 or in processes held to Lambda's limits), moto's HTTP server, SDK-level faults, and waits.
 
 Everything here stands in for what AWS does around the code under test, never for that code:
-the workers are the template's handlers fed by the real local poller (`local.poller.Poller`).
+the workers are the template's handlers fed by the real local poller
+(`offload.local.poller.Poller`).
 """
 
 import copy
@@ -25,10 +26,10 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from local.moto_dynamodb import serialize_dynamodb_requests
-from local.poller import Poller
-from local.stack import EventSource, translate
 from offload.aws import clients, sqs
+from offload.local.moto_dynamodb import serialize_dynamodb_requests
+from offload.local.poller import Poller
+from offload.local.stack import EventSource, translate
 from offload.settings import get_settings
 from tests.reliability.lambda_process import MARKER
 from tests.support import (
@@ -163,7 +164,7 @@ def fast_queues(
     """Few receives, short visibility and fast backoff on `queues` (logical ids), as settings
     and as the queues' own attributes; the attributes are restored afterwards.
 
-    Also makes moto's DynamoDB atomic per request, as DynamoDB is (local.moto_dynamodb): the
+    Also makes moto's DynamoDB atomic per request, as DynamoDB is (offload.local.moto_dynamodb): the
     workers' exactly-once rests on conditional writes.
     """
     serialize_dynamodb_requests()

@@ -1,7 +1,7 @@
 """One local poller in its own process, as a Lambda instance: `python -m
 tests.reliability.lambda_process '<event source json>'`.
 
-The same as `python -m local poll`, plus one JSON line on stdout when each invocation starts
+The same as `python -m offload.local poll`, plus one JSON line on stdout when each invocation starts
 and when it ends. The test reads them to hold the process to its function's timeout and memory
 from outside, as Lambda does (a thread in here could not run while the worker is inside a long
 C call, such as the csv module parsing one huge record).
@@ -15,8 +15,8 @@ import sys
 import time
 from typing import Any
 
-from local.poller import Poller
-from local.stack import EventSource
+from offload.local.poller import Poller
+from offload.local.stack import EventSource
 
 MARKER = "lambda_invocation"
 

@@ -20,9 +20,9 @@ from fastapi.testclient import TestClient
 
 from api.main import app, handler
 from api.security import PUBLIC_PATHS
+from example_app.uploads.models import UPLOAD_KIND
 from offload.aws import tasks_table
 from offload.settings import get_settings
-from offload.uploads.models import UPLOAD_KIND
 from tests.reliability.harness import api_event, queue_depth
 from tests.reliability.support import print_table
 from tests.support import AwsStack

@@ -1,9 +1,9 @@
 """Fault injection: duplicates, SES throttling, poison messages and a worker killed mid-batch.
 
 The template's stack lives in moto (the `aws` fixture). The workers are the real handlers fed
-by the real local pollers: one in-process `local.poller.Poller` per queue, plus an EmailWorker
-instance in its own process (`python -m local poll <spec>`, talking to moto's server), which is
-SIGKILLed in the middle of a batch and restarted.
+by the real local pollers: one in-process `offload.local.poller.Poller` per queue, plus an
+EmailWorker instance in its own process (`python -m offload.local poll <spec>`, talking to
+moto's server), which is SIGKILLed in the middle of a batch and restarted.
 
 Faults:
 - every task message is sent twice;
@@ -15,8 +15,8 @@ Faults:
   one record of the same batch (moto's server holds that call until the kill, then fails it:
   the email is never recorded, so the redelivery's email is the only one).
 
-moto's DynamoDB is made atomic per request (local.moto_dynamodb), as DynamoDB is: exactly-once
-rests on the conditional write that claims a task's idempotency record.
+moto's DynamoDB is made atomic per request (offload.local.moto_dynamodb), as DynamoDB is:
+exactly-once rests on the conditional write that claims a task's idempotency record.
 """
 
 import json
@@ -40,15 +40,15 @@ from moto.core.exceptions import JsonRESTError
 from moto.server import ThreadedMotoServer
 from moto.sesv2.responses import SESV2Response
 
-from local.moto_dynamodb import serialize_dynamodb_requests
-from local.poller import Poller
-from local.stack import EventSource
+from example_app.emails import send_email
+from example_app.notifications import write_log
 from offload.aws import clients, sqs
 from offload.aws import tasks_table as tasks
-from offload.emails import send_email
 from offload.enqueue import TaskCall, enqueue
+from offload.local.moto_dynamodb import serialize_dynamodb_requests
+from offload.local.poller import Poller
+from offload.local.stack import EventSource
 from offload.models import TaskMessage, TaskState
-from offload.notifications import write_log
 from offload.registry import definition_of
 from tests.reliability.support import print_table
 from tests.support import REGION, AwsStack, JsonLogs, free_port
@@ -315,7 +315,7 @@ def spawn_worker(source: EventSource, endpoint: str, marker: str | None) -> "sub
         env["AWS_SDK_UA_APP_ID"] = marker
     spec = json.dumps(asdict(source))
     return subprocess.Popen(
-        [sys.executable, "-m", "local", "poll", spec],
+        [sys.executable, "-m", "offload.local", "poll", spec],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,

@@ -22,7 +22,7 @@ import pytest
 from moto.core.exceptions import JsonRESTError
 from moto.sesv2.responses import SESV2Response
 
-from offload.emails import send_email
+from example_app.emails import send_email
 from offload.enqueue import TaskCall, enqueue
 from offload.models import TaskState
 from offload.registry import definition_of

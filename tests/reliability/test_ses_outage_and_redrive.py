@@ -26,9 +26,9 @@ import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
 
+from example_app.emails import send_email
 from offload import dlq
 from offload.aws import sqs
-from offload.emails import send_email
 from offload.enqueue import TaskCall, enqueue
 from offload.models import TaskMessage, TaskState
 from offload.registry import definition_of

@@ -22,11 +22,11 @@ import boto3
 import pytest
 
 from api.main import handler
+from example_app.emails import send_email
+from example_app.notifications import write_log
 from offload.aws import sqs
-from offload.emails import send_email
 from offload.enqueue import TaskCall, enqueue
 from offload.models import TaskMessage, TaskState
-from offload.notifications import write_log
 from offload.registry import definition_of
 from tests.reliability.harness import (
     api_event,

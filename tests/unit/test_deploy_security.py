@@ -138,7 +138,7 @@ LOG_WRITING = {"logs:CreateLogStream", "logs:PutLogEvents"}
 @cache
 def _translated() -> str:
     """The template as the SAM transform deploys it (offline), as JSON text."""
-    from local.stack import translate
+    from offload.local.stack import translate
 
     with pytest.MonkeyPatch.context() as monkeypatch:
         monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)  # the translator needs a region

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from local.runner import LocalSystem, Options
+from offload.local.runner import LocalSystem, Options
 
 
 @pytest.fixture

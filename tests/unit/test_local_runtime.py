@@ -5,9 +5,9 @@ from typing import Any
 
 import pytest
 
-from local.lambda_runtime import LambdaContext, load_handler, sqs_event
-from local.poller import failed_message_ids
-from local.stack import strip_unsupported
+from offload.local.lambda_runtime import LambdaContext, load_handler, sqs_event
+from offload.local.poller import failed_message_ids
+from offload.local.stack import strip_unsupported
 from tests.support import load_event
 
 IDS = ["m1", "m2", "m3"]

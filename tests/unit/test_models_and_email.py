@@ -7,7 +7,7 @@ from uuid import UUID
 import pytest
 from pydantic import ValidationError
 
-from offload.emails import MAX_BODY_CHARS, EmailContent, send_email
+from example_app.emails import MAX_BODY_CHARS, EmailContent, send_email
 from offload.errors import InvalidMessageError, PermanentTaskError
 from offload.models import TaskMessage, TaskState
 from offload.registry import InvalidTaskArgumentsError, definition_of

@@ -4,10 +4,10 @@ from typing import Any
 
 import pytest
 
-from offload.emails import send_email
+from example_app.emails import send_email
+from example_app.notifications import write_log
 from offload.errors import PermanentTaskError, TaskError, UnknownTaskError
 from offload.fastapi import DurableBackgroundTasks
-from offload.notifications import write_log
 from offload.registry import InvalidTaskArgumentsError, definition_of, get_task, task
 
 

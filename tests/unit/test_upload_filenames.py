@@ -3,7 +3,7 @@
 import pytest
 from pydantic import ValidationError
 
-from offload.uploads.models import MAX_FILENAME_CHARS, UploadCreate, upload_key
+from example_app.uploads.models import MAX_FILENAME_CHARS, UploadCreate, upload_key
 
 
 def accepted(filename: str) -> str:

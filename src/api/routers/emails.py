@@ -4,7 +4,7 @@ from fastapi import APIRouter, Request, status
 
 from api.models import TaskAccepted
 from api.security import BODY_ERRORS, NOT_QUEUED, UNAUTHORIZED
-from offload.emails import EmailContent, Recipient, send_email
+from example_app.emails import EmailContent, Recipient, send_email
 from offload.fastapi import BackgroundTasks
 
 router = APIRouter(tags=["email"], responses=UNAUTHORIZED | BODY_ERRORS | NOT_QUEUED)

@@ -4,9 +4,9 @@ from fastapi import APIRouter, Request, status
 
 from api.models import TaskAccepted
 from api.security import BODY_ERRORS, NOT_QUEUED, UNAUTHORIZED
-from offload.emails import Address
+from example_app.emails import Address
+from example_app.notifications import write_log
 from offload.fastapi import BackgroundTasks
-from offload.notifications import write_log
 
 router = APIRouter(tags=["notifications"], responses=UNAUTHORIZED | BODY_ERRORS | NOT_QUEUED)
 

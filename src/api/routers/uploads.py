@@ -10,11 +10,11 @@ from starlette.concurrency import run_in_threadpool
 
 from api.models import ErrorDetail
 from api.security import BODY_ERRORS, UNAUTHORIZED
+from example_app.uploads.models import UPLOAD_KIND, UploadCreate, result_keys, upload_key
 from offload.aws import tasks_table, uploads_s3
 from offload.fastapi import caller_subject
 from offload.models import TaskState
 from offload.settings import get_settings
-from offload.uploads.models import UPLOAD_KIND, UploadCreate, result_keys, upload_key
 
 router = APIRouter(prefix="/uploads", tags=["uploads"], responses=UNAUTHORIZED)
 

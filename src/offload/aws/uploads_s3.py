@@ -5,10 +5,10 @@ from typing import IO, TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from example_app.uploads.errors import UploadMissingError
 from offload.aws import clients
 from offload.aws.errors import error_code, transient_errors
 from offload.observability import logger
-from offload.uploads.errors import UploadMissingError
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.type_defs import CompletedPartTypeDef

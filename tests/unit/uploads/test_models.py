@@ -5,9 +5,9 @@ from uuid import UUID
 import pytest
 from pydantic import ValidationError
 
+from example_app.uploads.models import UploadCreate, parse_upload_key, sanitise_filename
+from example_app.uploads.service import ObjectCreated, s3_records
 from offload.settings import get_settings
-from offload.uploads.models import UploadCreate, parse_upload_key, sanitise_filename
-from offload.uploads.service import ObjectCreated, s3_records
 
 UPLOAD_ID = UUID("7c9e6679-7425-40de-944b-e07fc1f90ae7")
 

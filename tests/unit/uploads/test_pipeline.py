@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from offload.uploads.errors import (
+from example_app.uploads.errors import (
     EmptyUploadError,
     InvalidUploadError,
     NotTextError,
@@ -18,7 +18,7 @@ from offload.uploads.errors import (
     TooManyColumnsError,
     UploadTooLargeError,
 )
-from offload.uploads.pipeline import Limits, process
+from example_app.uploads.pipeline import Limits, process
 
 
 class Sink:

@@ -47,7 +47,7 @@ from functools import partial
 from itertools import compress, islice, repeat
 from typing import IO, Any, Protocol
 
-from offload.uploads.errors import (
+from example_app.uploads.errors import (
     EmptyUploadError,
     InvalidUploadError,
     NotTextError,
@@ -66,7 +66,7 @@ MAX_RAGGED_EXAMPLES = 100
 MAX_RECORD_CHARS = 1024 * 1024
 MAX_COLUMNS = 16_384  # as many as a spreadsheet holds (Excel, LibreOffice)
 _MASK60 = (1 << 60) - 1
-_REPLACE_HANDLER = "offload.uploads.replace"
+_REPLACE_HANDLER = "example_app.uploads.replace"
 _replaced: ContextVar[list[int]] = ContextVar("offload_uploads_replaced")
 _MAGIC = (
     (b"PK\x03\x04", "a ZIP archive (an Excel .xlsx workbook?)"),

@@ -1,4 +1,4 @@
-"""Command line of the local system: `python -m local run|emails|upload|poll`."""
+"""Command line of the local system: `python -m offload.local run|emails|upload|poll`."""
 
 import argparse
 import os
@@ -25,7 +25,7 @@ def _emails(moto_url: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m local", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m offload.local", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="start moto, the API and the workers")
     run.add_argument(
@@ -87,16 +87,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "emails":
         return _emails(args.moto_url)
     if args.command == "upload":
-        from local.upload import main as upload_main
+        from offload.local.upload import main as upload_main
 
         return upload_main(args.file, args.api)
     if args.command == "poll":
-        from local.poller import main as poll_main
+        from offload.local.poller import main as poll_main
 
         poll_main(args.spec)
         return 0
-    from local.runner import Options
-    from local.runner import run as run_system
+    from offload.local.runner import Options
+    from offload.local.runner import run as run_system
 
     options = Options(
         host=args.host,

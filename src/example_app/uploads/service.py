@@ -35,6 +35,15 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from example_app.uploads import pipeline
+from example_app.uploads.csvclean import Readable
+from example_app.uploads.errors import (
+    InvalidUploadError,
+    UploadProcessingError,
+    UploadTooLargeError,
+)
+from example_app.uploads.models import UPLOAD_KIND, parse_upload_key, result_keys
+from example_app.uploads.pipeline import Sink
 from offload.aws import tasks_table, uploads_s3
 from offload.errors import InvalidMessageError, TransientTaskError
 from offload.models import TaskState
@@ -46,15 +55,6 @@ from offload.retries import (
     show_again_in,
 )
 from offload.settings import get_settings
-from offload.uploads import pipeline
-from offload.uploads.csvclean import Readable
-from offload.uploads.errors import (
-    InvalidUploadError,
-    UploadProcessingError,
-    UploadTooLargeError,
-)
-from offload.uploads.models import UPLOAD_KIND, parse_upload_key, result_keys
-from offload.uploads.pipeline import Sink
 
 
 class InvalidUploadMessageError(InvalidMessageError):

@@ -60,10 +60,36 @@ class LocalStack:
     functions: dict[str, "FunctionConfigurationResponseTypeDef"]  # logical id → configuration
     event_sources: list[EventSource] = field(default_factory=list)
     left_out: dict[str, str] = field(default_factory=dict)  # logical id → type, not created
+    code_dir: Path = Path("src")  # where the functions' handlers are imported from (CodeUri)
+    api_function: str | None = None  # the function behind the HTTP API, if any
 
     def environment(self, logical_id: str) -> dict[str, str]:
         env = self.functions[logical_id].get("Environment", {}).get("Variables", {})
         return {str(k): str(v) for k, v in env.items()}
+
+
+def code_dir(template_path: Path) -> Path:
+    """The directory the functions' code comes from: the template's (global) CodeUri."""
+    sam = yaml_parse(template_path.read_text())
+    uri = sam.get("Globals", {}).get("Function", {}).get("CodeUri")
+    for resource in sam["Resources"].values():
+        if uri is None and resource["Type"] == "AWS::Serverless::Function":
+            uri = resource["Properties"].get("CodeUri")
+    if not isinstance(uri, str) or uri.startswith("s3://"):
+        raise ValueError(f"{template_path}: the functions need a local CodeUri (a directory)")
+    return (template_path.parent / uri).resolve()
+
+
+def http_api_function(template_path: Path) -> str | None:
+    """The logical id of the function that serves the HTTP API (an HttpApi or Api event)."""
+    sam = yaml_parse(template_path.read_text())
+    for logical, resource in sam["Resources"].items():
+        if resource["Type"] != "AWS::Serverless::Function":
+            continue
+        events = resource["Properties"].get("Events") or {}
+        if any(event.get("Type") in ("HttpApi", "Api") for event in events.values()):
+            return str(logical)
+    return None
 
 
 def translate(template_path: Path, parameters: dict[str, str]) -> dict[str, Any]:
@@ -225,7 +251,12 @@ def provision(endpoint: str, template_path: Path, parameters: dict[str, str]) ->
     by_name = {config["FunctionName"]: logical for logical, config in functions.items()}
     sqs = session.client("sqs", endpoint_url=endpoint)
     stack_info = LocalStack(
-        outputs=outputs, resources=resources, functions=functions, left_out=left_out
+        outputs=outputs,
+        resources=resources,
+        functions=functions,
+        left_out=left_out,
+        code_dir=code_dir(template_path),
+        api_function=http_api_function(template_path),
     )
     apply_bucket_notifications(session, endpoint, notifications, resources)
     for mapping in lambda_.list_event_source_mappings()["EventSourceMappings"]:

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
@@ -25,11 +25,10 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from local.moto_dynamodb import serialize_dynamodb_requests
-from local.poller import spec_argument
-from local.stack import LocalStack, provision
+from offload.local.moto_dynamodb import serialize_dynamodb_requests
+from offload.local.poller import spec_argument
+from offload.local.stack import LocalStack, provision
 
-ROOT = Path(__file__).resolve().parents[2]
 LOCAL_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "local",
     "AWS_SECRET_ACCESS_KEY": "local",  # moto accepts any credentials
@@ -47,7 +46,7 @@ class Options:
     moto_port: int = 4566
     sender: str = "noreply@example.com"
     instances: int = 2
-    template: Path = ROOT / "template.yaml"
+    template: Path = field(default_factory=lambda: Path.cwd() / "template.yaml")
     verbose: bool = False
     environment: dict[str, str] | None = None
 
@@ -112,7 +111,10 @@ class LocalSystem:
         env.update(LOCAL_CREDENTIALS)
         env["AWS_ENDPOINT_URL"] = self.moto_url
         env["PYTHONUNBUFFERED"] = "1"
-        env["PYTHONPATH"] = str(ROOT / "src")
+        # The handlers are imported from the template's CodeUri, as Lambda unpacks it.
+        assert self.stack is not None
+        paths = [str(self.stack.code_dir), os.environ.get("PYTHONPATH", "")]
+        env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
         env.update(self.options.environment or {})
         return env
 
@@ -182,7 +184,7 @@ class LocalSystem:
     def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
         process = subprocess.Popen(
             [sys.executable, *args],
-            cwd=ROOT,
+            cwd=self.options.template.parent,
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -197,11 +199,17 @@ class LocalSystem:
 
     def _start_api(self) -> None:
         assert self.stack is not None
-        env = self.base_environment() | self.stack.environment("ApiFunction")
+        if self.stack.api_function is None:
+            _say("  no function serves an HTTP API in the template: no API started")
+            return
+        function = self.stack.api_function
+        env = self.base_environment() | self.stack.environment(function)
+        # The FastAPI app is `app` in the module of the handler that Mangum wraps.
+        module = self.stack.functions[function]["Handler"].rpartition(".")[0]
         self._spawn(
             "api",
             [
-                "-m", "uvicorn", "api.main:app",
+                "-m", "uvicorn", f"{module}:app",
                 "--host", self.options.host,
                 "--port", str(self.options.api_port),
                 "--no-server-header",
@@ -222,7 +230,7 @@ class LocalSystem:
             for index in range(instances):
                 self._spawn(
                     f"{source.function}#{index}",
-                    ["-m", "local", "poll", spec_argument(source)],
+                    ["-m", "offload.local", "poll", spec_argument(source)],
                     env,
                 )
 

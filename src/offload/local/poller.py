@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 
-from local.lambda_runtime import LambdaContext, load_handler, sqs_event
-from local.stack import EventSource
+from offload.local.lambda_runtime import LambdaContext, load_handler, sqs_event
+from offload.local.stack import EventSource
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -100,7 +100,7 @@ def spec_argument(source: EventSource) -> str:
 
 
 def main(spec: str) -> None:
-    """Entry point of one poller process: `python -m local poll '<event source json>'`."""
+    """Entry point of one poller process: `python -m offload.local poll '<event source json>'`."""
     source = EventSource(**json.loads(spec))
     os.environ.update(source.environment)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(message)s")

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from itertools import chain
 from typing import Any, Protocol
 
-from offload.uploads import csvclean
-from offload.uploads.errors import NotTextError
-from offload.uploads.models import delimiter_for, split_content_type
-from offload.uploads.summary import TableSummary
+from example_app.uploads import csvclean
+from example_app.uploads.errors import NotTextError
+from example_app.uploads.models import delimiter_for, split_content_type
+from example_app.uploads.summary import TableSummary
 
 HEADER_SEARCH_LINES = 1000
 

@@ -1,4 +1,4 @@
-"""`python -m local upload FILE`: POST /uploads, send the file to the presigned POST with
+"""`python -m offload.local upload FILE`: POST /uploads, send the file to the presigned POST with
 progress, wait for the worker, print the summary."""
 
 import json
