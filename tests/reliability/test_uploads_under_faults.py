@@ -332,6 +332,11 @@ def assert_each_final_once(path: UploadPath, run: Run) -> None:
         else:
             assert status.error and status.error.strip(), f"{upload.name}: failed without a reason"
     assert run.peak_rss_mb < PEAK_RSS_MB, f"worker peak RSS {run.peak_rss_mb:.0f} MB"
+    # The poller deletes a handled message after the handler returned, so just after the last
+    # status went final the queue may still count it in flight: give the delete a moment.
+    deadline = time.monotonic() + 10
+    while queue_depth(path.queue) and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert queue_depth(path.queue) == 0, "the UploadQueue still holds messages"
     assert queue_depth(path.dlq) == 0, "an upload reached the UploadDeadLetterQueue"
 
