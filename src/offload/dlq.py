@@ -27,7 +27,7 @@ from uuid import UUID
 
 from example_app.uploads.models import UPLOAD_KIND, parse_upload_key
 from example_app.uploads.service import s3_records
-from offload.aws import sqs, stack, tasks_table
+from offload.aws import cloudformation, sqs, tasks_table
 from offload.models import TaskState
 from offload.observability import logger
 from offload.settings import get_settings
@@ -317,7 +317,7 @@ def purge(pair: QueuePair) -> None:
 
 
 def _use_stack(name: str) -> None:
-    for output, value in stack.outputs(name).items():
+    for output, value in cloudformation.outputs(name).items():
         if output in STACK_OUTPUTS:
             os.environ[STACK_OUTPUTS[output]] = value
     get_settings.cache_clear()
