@@ -58,7 +58,10 @@ def _local(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="offload", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    commands = parser.add_subparsers(dest="command", required=True)
+    # `poll` is internal (the runner starts one per worker instance): left out of the help.
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="{run,emails,upload,dlq}"
+    )
     run = commands.add_parser("run", help="start moto, the API and the workers")
     run.add_argument(
         "--host",
@@ -110,7 +113,7 @@ def _local(argv: list[str]) -> int:
     upload.add_argument(
         "--api", default=f"http://127.0.0.1:{os.getenv('OFFLOAD_API_PORT', '8000')}"
     )
-    poll = commands.add_parser("poll", help="(internal) one worker instance")
+    poll = commands.add_parser("poll")
     poll.add_argument("spec")
     commands.add_parser(
         "dlq", help="list, redrive or purge the dead-letter queues (offload dlq --help)"

@@ -298,14 +298,19 @@ class LocalSystem:
 
     # ------------------------------------------------------------------ stop
     def wait_until_ready(self, timeout: float = 30) -> None:
+        api = self.children.get("api")
+        if api is None:  # the template has no HTTP API
+            return
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if (api := self.children.get("api")) and api.poll() is not None:
+            if api.poll() is not None:
                 raise RuntimeError("the API process exited; see its output above")
             try:
-                if requests.get(f"{self.api_url}/health", timeout=1).ok:
-                    return
-            except requests.ConnectionError:
+                # Any answer will do (the app may have no /health): uvicorn answers only once
+                # the app has started.
+                requests.get(self.api_url, timeout=1)
+                return
+            except requests.RequestException:
                 pass
             time.sleep(0.2)
         raise TimeoutError(f"the API did not answer on {self.api_url} within {timeout} s")
