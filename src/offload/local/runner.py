@@ -329,11 +329,15 @@ class LocalSystem:
             self.moto.stop()
 
 
-def routes(api_url: str) -> list[tuple[str, str]]:
-    """The API's routes, (method, path), from its OpenAPI schema."""
+def routes(api_url: str) -> list[tuple[str, str, bool]]:
+    """The API's routes from its OpenAPI schema: (method, path, whether it takes a body)."""
     try:
-        schema = requests.get(f"{api_url}/openapi.json", timeout=5).json()
-        return [(method.upper(), path) for path, item in schema["paths"].items() for method in item]
+        paths = requests.get(f"{api_url}/openapi.json", timeout=5).json()["paths"]
+        return [
+            (method.upper(), path, "requestBody" in operation)
+            for path, item in paths.items()
+            for method, operation in item.items()
+        ]
     except (requests.RequestException, ValueError, KeyError, TypeError, AttributeError):
         return []
 
@@ -350,11 +354,12 @@ def banner(system: LocalSystem, options: Options) -> str:
         )
     found = routes(api) if "api" in system.children else []
     calls = [
-        f"curl {api}{path}{auth}" if method == "GET" else f"curl -X {method} {api}{path}{auth}"
-        for method, path in found
+        (f"curl {api}{path}{auth}" if method == "GET" else f"curl -X {method} {api}{path}{auth}")
+        + (" -H 'content-type: application/json' -d '{...}'   # see /docs" if body else "")
+        for method, path, body in found
     ]
     calls.append("offload emails    # what the embedded SES has sent (here: make emails)")
-    if ("POST", "/uploads") in found:
+    if ("POST", "/uploads", True) in found:
         calls.append("offload upload data.csv    # an upload, end to end (here: make upload)")
     listed = "".join(f"\n    {call}" for call in calls)
     return f"""
