@@ -90,10 +90,19 @@ class TaskDefinition:
 
 
 def call(func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-    """Call a task function; a coroutine function runs to completion on its own event loop."""
-    if inspect.iscoroutinefunction(func):
-        return asyncio.run(func(*args, **kwargs))
-    return func(*args, **kwargs)
+    """Call a task function; a coroutine function runs to completion on an event loop of its own.
+
+    Not asyncio.run: that would leave the thread without a current event loop, which breaks
+    code that asks for one later (Mangum does, in the same process under tests).
+    """
+    if not inspect.iscoroutinefunction(func):
+        return func(*args, **kwargs)
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(func(*args, **kwargs))
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
 
 
 def _unserialisable(model: BaseModel) -> str:
@@ -252,6 +261,7 @@ def _not_importable(func: Any) -> str | None:
             f"its module, {module}, cannot be imported by that name",
         ),
         (not _FUNCTION.fullmatch(name), "its name is not an ASCII identifier"),
+        (name.startswith("_"), "it is private (its name starts with _)"),
         (_current(module, name) is not func, f"{module}.{name} is now another object"),
         (
             len(module) + 1 + len(name) > MAX_NAME_LENGTH,

@@ -78,6 +78,9 @@ class DatabaseSession:
 def save(session: DatabaseSession, row: int) -> None: ...
 
 
+def _private(message: str) -> None: ...
+
+
 def save_anything(session, row: int) -> None:  # type: ignore[no-untyped-def]
     ...
 
@@ -88,6 +91,7 @@ NOT_SENDABLE = {
     "nested": (nested("x"), "defined inside another function"),
     "bound-method": (plain_tasks.Greeter().greet, "bound method"),
     "static-method": (plain_tasks.Greeter.shout, "not at the top level"),
+    "private": (_private, "private"),
     "builtin": (print, "not a plain Python function"),
     "partial": (functools.partial(plain_tasks.greet, "ann"), "not a plain Python function"),
 }
