@@ -19,7 +19,7 @@ from offload.settings import get_settings
 
 @dataclass(frozen=True)
 class TaskCall:
-    """A registered task with its validated, JSON-ready arguments."""
+    """A call of a task (a @task or a plain top-level function), with its JSON-ready arguments."""
 
     definition: TaskDefinition
     payload: dict[str, Any]
