@@ -97,15 +97,16 @@ class DurableBackgroundTasks:
         idempotent = self.idempotent
         task_id = idempotent.task_id(self._added) if idempotent is not None else uuid4()
         queue = queue_of(func)
+        queued = not in_process.runs_here(queue)
         try:
             definition = definition_of(func)
-            if not in_process.runs_here(queue):
+            if queued:
                 check_importable(definition)
             call: TaskCall | in_process.LocalCall = TaskCall(
                 definition, definition.payload(*args, **kwargs), task_id
             )
         except NotSendableError as exc:
-            if not in_process.runs_here(queue):
+            if queued:
                 raise
             call = in_process.LocalCall(name_of(func), queue, func, args, kwargs, str(exc), task_id)
         self._added += 1
