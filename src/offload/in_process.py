@@ -19,13 +19,8 @@ from offload.enqueue import TaskCall
 from offload.errors import EnqueueError
 from offload.models import TaskState
 from offload.observability import logger
-from offload.registry import QueueName
+from offload.queues import QueueName, queue_named
 from offload.settings import get_settings
-
-QUEUE_VARIABLES: dict[QueueName, str] = {
-    "tasks": "OFFLOAD_TASK_QUEUE_URL",
-    "email": "OFFLOAD_EMAIL_QUEUE_URL",
-}
 
 
 class QueueNotConfiguredError(EnqueueError):
@@ -41,7 +36,7 @@ def unqueued(calls: Sequence[TaskCall]) -> list[TaskCall]:
     settings = get_settings()
     missing = [c for c in calls if not settings.queue_url(c.definition.queue)]
     if missing and on_lambda():
-        variable = QUEUE_VARIABLES[missing[0].definition.queue]
+        variable = queue_named(missing[0].definition.queue).url_variable
         raise QueueNotConfiguredError(
             f"{variable} is not set: tasks cannot be queued, and running them inside a Lambda "
             "function is not supported; set the queue URLs in the function's environment"
@@ -52,7 +47,7 @@ def unqueued(calls: Sequence[TaskCall]) -> list[TaskCall]:
 @cache
 def warn_once(queue: QueueName) -> None:
     """Say once per process, loudly, that this queue's tasks run in-process."""
-    variable = QUEUE_VARIABLES[queue]
+    variable = queue_named(queue).url_variable
     logger.warning(
         "%s is not set: running tasks in-process, NOT durable "
         "(set the queue URLs or use `make run`)",

@@ -378,7 +378,7 @@ def test_a_dead_upload_redriven_from_its_dlq_is_processed_again(
     uploads.sqs.send_message(QueueUrl=dlq_url, MessageBody=notification)
     try:
         # When an operator redrives the upload DLQ
-        assert dlq.main(["redrive", "--queue", "upload"]) == 0
+        assert dlq.main(["redrive", "--queue", "uploads"]) == 0
 
         # Then the upload is queued again (not skipped as finished), and the worker runs it
         assert uploads.task(SQS_UPLOAD).state is TaskState.QUEUED
@@ -714,15 +714,15 @@ def test_a_second_object_for_the_same_upload_neither_runs_beside_the_first_nor_m
     # When a copy of the first file's notification arrives while that invocation holds it
     # Then it does not run beside it: it comes back later, nothing is written
     assert _failed_records(copy, _late_context(60)) == ["copy-of-first"]
-    [held] = json_logs.find("upload held by another delivery; returned to the queue")
+    [held] = json_logs.find("task is running in another delivery")
     assert held["retry_in_seconds"] <= 3
     assert uploads.task(SQS_UPLOAD).state is TaskState.RUNNING
     assert uploads.keys("results/") == []
 
     # When the second file's notification arrives, then it is ignored for good, and logged
     assert handler(second, _late_context(60)) == {"batchItemFailures": []}
-    [ignored] = json_logs.find("a second object for this upload; ignored")
-    assert (ignored["key"], ignored["upload_key"]) == (second_key, SQS_KEY)
+    [ignored] = json_logs.find("task claimed from another origin first; ignored")
+    assert (ignored["origin"], ignored["claimed_origin"]) == (second_key, SQS_KEY)
     assert uploads.keys("results/") == []
 
     # When the first file's message comes back after that invocation's timeout, then it runs
