@@ -20,7 +20,7 @@ from uuid import UUID
 import boto3
 import pytest
 import requests
-from botocore.exceptions import ReadTimeoutError
+from botocore.exceptions import ClientError, ReadTimeoutError
 from botocore.response import StreamingBody
 from fastapi.testclient import TestClient
 
@@ -140,6 +140,9 @@ def test_sqs_event_cleans_summarises_and_writes_results(
     summary = json.loads(uploads.get(f"results/{SQS_UPLOAD}/summary.json"))
     assert summary["upload_id"] == str(SQS_UPLOAD)
     assert summary["columns"] == task.result["columns"]
+    # And it ran as a task does, under idempotency keyed on its task id (the upload id)
+    [record] = uploads.stack.table_items(uploads.stack.idempotency_table)
+    assert record["status"] == {"S": "COMPLETED"}
 
 
 def test_a_key_with_spaces_and_unicode_is_decoded(
@@ -185,6 +188,50 @@ def test_every_s3_record_in_a_message_is_handled(
     assert response == {"batchItemFailures": []}
     assert uploads.task(SQS_UPLOAD).state is TaskState.SUCCEEDED
     assert uploads.task(PUT_UPLOAD).state is TaskState.SUCCEEDED
+
+
+def test_an_object_that_must_retry_leaves_the_others_of_its_notification_done(
+    uploads: Uploads, event: EventLoader, lambda_context: Any
+) -> None:
+    # Given one SQS message whose S3 notification holds two objects, and S3 throttling the
+    # read of the first one
+    message = uploads.aimed(event("sqs-upload-worker.json"))
+    body = json.loads(message["Records"][0]["body"])
+    second = json.loads(json.dumps(body["Records"][0]))
+    second["s3"]["object"]["key"] = f"uploads%2F{PUT_UPLOAD}%2Fsecond+file.csv"
+    body["Records"].append(second)
+    message["Records"][0]["body"] = json.dumps(body)
+    uploads.put(SQS_KEY, b"x\n1\n")
+    uploads.put(f"uploads/{PUT_UPLOAD}/second file.csv", b"y\n2\n")
+
+    def slow_down(params: dict[str, Any], **_: Any) -> None:
+        if params["Key"] == SQS_KEY:
+            raise ClientError(
+                {"Error": {"Code": "SlowDown"}, "ResponseMetadata": {"HTTPStatusCode": 503}},
+                "GetObject",
+            )
+
+    s3 = clients.s3()
+    s3.meta.events.register("before-parameter-build.s3.GetObject", slow_down)
+    try:
+        # When the UploadWorker gets it
+        response = handler(message, lambda_context)
+    finally:
+        s3.meta.events.unregister("before-parameter-build.s3.GetObject", slow_down)
+
+    # Then the message is reported failed, so that it comes back: the first upload will retry,
+    # the second is done
+    record_id = message["Records"][0]["messageId"]
+    assert response == {"batchItemFailures": [{"itemIdentifier": record_id}]}
+    assert uploads.task(SQS_UPLOAD).state is TaskState.RETRYING
+    done = uploads.task(PUT_UPLOAD)
+    assert done.state is TaskState.SUCCEEDED
+
+    # When the message comes back, then the first runs, and the second is not run again
+    message["Records"][0]["attributes"]["ApproximateReceiveCount"] = "2"
+    assert handler(message, lambda_context) == {"batchItemFailures": []}
+    assert uploads.task(SQS_UPLOAD).state is TaskState.SUCCEEDED
+    assert uploads.task(PUT_UPLOAD).updated_at == done.updated_at
 
 
 def test_s3_test_event_is_ignored(
