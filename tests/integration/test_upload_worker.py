@@ -170,10 +170,9 @@ def test_a_direct_s3_event_as_sam_local_invoke_sends_it(
     assert uploads.task(PUT_UPLOAD).state is TaskState.SUCCEEDED
 
 
-def test_every_s3_record_in_a_message_is_handled(
-    uploads: Uploads, event: EventLoader, lambda_context: Any
-) -> None:
-    # Given one SQS message whose S3 notification holds two records
+def two_objects(uploads: Uploads, event: EventLoader) -> dict[str, Any]:
+    """One SQS message whose S3 notification holds two records: SQS_UPLOAD's object, then
+    PUT_UPLOAD's, both in the bucket."""
     message = uploads.aimed(event("sqs-upload-worker.json"))
     body = json.loads(message["Records"][0]["body"])
     second = json.loads(json.dumps(body["Records"][0]))
@@ -182,6 +181,14 @@ def test_every_s3_record_in_a_message_is_handled(
     message["Records"][0]["body"] = json.dumps(body)
     uploads.put(SQS_KEY, b"x\n1\n")
     uploads.put(f"uploads/{PUT_UPLOAD}/second file.csv", b"y\n2\n")
+    return message
+
+
+def test_every_s3_record_in_a_message_is_handled(
+    uploads: Uploads, event: EventLoader, lambda_context: Any
+) -> None:
+    # Given one SQS message whose S3 notification holds two records
+    message = two_objects(uploads, event)
 
     response = handler(message, lambda_context)
 
@@ -195,14 +202,7 @@ def test_an_object_that_must_retry_leaves_the_others_of_its_notification_done(
 ) -> None:
     # Given one SQS message whose S3 notification holds two objects, and S3 throttling the
     # read of the first one
-    message = uploads.aimed(event("sqs-upload-worker.json"))
-    body = json.loads(message["Records"][0]["body"])
-    second = json.loads(json.dumps(body["Records"][0]))
-    second["s3"]["object"]["key"] = f"uploads%2F{PUT_UPLOAD}%2Fsecond+file.csv"
-    body["Records"].append(second)
-    message["Records"][0]["body"] = json.dumps(body)
-    uploads.put(SQS_KEY, b"x\n1\n")
-    uploads.put(f"uploads/{PUT_UPLOAD}/second file.csv", b"y\n2\n")
+    message = two_objects(uploads, event)
 
     def slow_down(params: dict[str, Any], **_: Any) -> None:
         if params["Key"] == SQS_KEY:

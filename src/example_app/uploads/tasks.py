@@ -16,6 +16,8 @@ runs it through the task lifecycle like any other task (offload.worker). What it
 """
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from uuid import UUID
 
@@ -62,34 +64,37 @@ def _too_large(size: int, limit: int) -> str:
     return f"the file is {size} bytes; the limit is {limit} bytes"
 
 
+@contextmanager
+def _storage_errors(action: str) -> Iterator[None]:
+    """Any error of `action` is S3's (StorageError, transient), not the file's."""
+    try:
+        yield
+    except TransientTaskError:
+        raise
+    except Exception as exc:
+        raise StorageError(f"S3 {action}: {type(exc).__name__}: {exc}") from exc
+
+
 class _GuardedBody:
-    """The S3 body: any error while reading it is S3's (StorageError), not the file's."""
+    """The S3 body, its errors S3's."""
 
     def __init__(self, body: Readable) -> None:
         self._body = body
 
     def read(self, size: int = -1, /) -> bytes:
-        try:
+        with _storage_errors("read"):
             return self._body.read(size)
-        except TransientTaskError:
-            raise
-        except Exception as exc:
-            raise StorageError(f"S3 read: {type(exc).__name__}: {exc}") from exc
 
 
 class _GuardedSink:
-    """The results writer: any error while writing is S3's (StorageError), not the file's."""
+    """The results writer, its errors S3's."""
 
     def __init__(self, sink: Sink) -> None:
         self._sink = sink
 
     def write(self, data: bytes, /) -> Any:
-        try:
+        with _storage_errors("write"):
             return self._sink.write(data)
-        except TransientTaskError:
-            raise
-        except Exception as exc:
-            raise StorageError(f"S3 write: {type(exc).__name__}: {exc}") from exc
 
 
 def _process(
