@@ -179,13 +179,21 @@ class Delivery:
 
 
 @dataclass(frozen=True)
+class ComeBack:
+    """A call that must come back (transient, or held by another delivery): after `seconds`,
+    because of `error`."""
+
+    seconds: int
+    error: Exception
+
+
+@dataclass(frozen=True)
 class Outcome:
-    """How one call ended: the state it left its task in (None: untouched), and, if it must
-    come back, after how many seconds and why."""
+    """How one call ended: the state it left its task in (None: untouched), and whether it
+    must come back."""
 
     state: TaskState | None
-    retry_in: int | None = None
-    error: Exception | None = None
+    come_back: ComeBack | None = None
 
 
 def run_call(call: Call, delivery: Delivery) -> Outcome:
@@ -281,7 +289,7 @@ def _held(message: TaskMessage, attempt: int, exc: IdempotencyAlreadyInProgressE
     """Another delivery runs the task: the task is left alone, and this copy comes back."""
     delay = _in_progress_delay(message, attempt)
     logger.warning("task is running in another delivery", extra={"retry_in_seconds": delay})
-    return Outcome(None, retry_in=delay, error=exc)
+    return Outcome(None, ComeBack(delay, exc))
 
 
 def _retrying(message: TaskMessage, attempt: int, exc: Exception) -> Outcome:
@@ -293,14 +301,14 @@ def _retrying(message: TaskMessage, attempt: int, exc: Exception) -> Outcome:
             exc_info=exc,
         )
         metrics.add_metric(name="TasksDead", unit=MetricUnit.Count, value=1)
-        return Outcome(TaskState.DEAD, retry_in=delay, error=exc)
+        return Outcome(TaskState.DEAD, ComeBack(delay, exc))
     logger.warning(
         "task failed; will retry",
         extra={"retry_in_seconds": delay, "reason": f"{type(exc).__name__}: {exc}"},
         exc_info=exc,
     )
     metrics.add_metric(name="TasksRetried", unit=MetricUnit.Count, value=1)
-    return Outcome(TaskState.RETRYING, retry_in=delay, error=exc)
+    return Outcome(TaskState.RETRYING, ComeBack(delay, exc))
 
 
 def _in_progress_delay(message: TaskMessage, attempt: int) -> int:
@@ -319,12 +327,13 @@ def _in_progress_delay(message: TaskMessage, attempt: int) -> int:
     return min(delay, MAX_VISIBILITY_SECONDS)
 
 
-def _come_back(outcomes: list[Outcome]) -> Outcome | None:
-    """The outcome that sends the record (or event) back, with the longest delay asked."""
-    back = [o for o in outcomes if o.retry_in is not None]
-    if not back:
+def _come_back(outcomes: list[Outcome]) -> ComeBack | None:
+    """Whether the record (or event) must come back: after the longest delay its calls asked,
+    failed with the first of their errors."""
+    asked = [o.come_back for o in outcomes if o.come_back is not None]
+    if not asked:
         return None
-    return Outcome(None, max(o.retry_in or 0 for o in back), back[0].error)
+    return ComeBack(max(c.seconds for c in asked), asked[0].error)
 
 
 # ---------------------------------------------------------------- one SQS record
@@ -351,7 +360,7 @@ def process_record(
     try:
         _process(record, queue, source, context, attempt)
     finally:
-        logger.thread_safe_remove_keys([*keys, *CALL_LOG_KEYS])
+        logger.thread_safe_remove_keys(list({*keys, *CALL_LOG_KEYS}))
 
 
 def _process(
@@ -375,8 +384,8 @@ def _process(
         return
     delivery = Delivery(queue, attempt, context, record)
     back = _come_back([run_call(call, delivery) for call in calls])
-    if back is not None and back.error is not None:
-        show_again_in(settings.queue_url(queue), record.receipt_handle, back.retry_in or 0)
+    if back is not None:
+        show_again_in(settings.queue_url(queue), record.receipt_handle, back.seconds)
         raise back.error
 
 
@@ -433,6 +442,6 @@ def process_event(calls: list[Call], queue: QueueName, context: LambdaContext) -
     finally:
         logger.thread_safe_remove_keys(list(CALL_LOG_KEYS))
     back = _come_back(outcomes)
-    if back is not None and back.error is not None:
+    if back is not None:
         raise back.error
     return {"processed": sum(o.state is TaskState.SUCCEEDED for o in outcomes)}
