@@ -69,8 +69,9 @@ lint: setup tools ## ruff, mypy, cfn-lint, sam validate, checkov, bandit, pip-au
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
-	$(BIN)/cfn-lint template.yaml
+	$(BIN)/cfn-lint template.yaml examples/minimal/template.yaml
 	$(SAM) validate --lint --region us-east-1 --template template.yaml
+	$(SAM) validate --lint --region us-east-1 --template examples/minimal/template.yaml
 	$(TOOLS)/checkov/bin/checkov -f template.yaml --framework cloudformation --skip-download --quiet --compact
 	$(TOOLS)/bandit/bin/bandit -q -r src --severity-level medium
 	@scripts/pip-audit.sh $(TOOLS)/pip-audit/bin/pip-audit

@@ -7,13 +7,14 @@ from fastapi import Depends, FastAPI, Request, status
 from fastapi.responses import JSONResponse
 from mangum import Mangum
 
-from api.routers import emails, health, notifications, tasks, uploads
-from api.security import BodySizeLimit, require_api_token
+from api.routers import emails, health, notifications, uploads
+from api.security import UNAUTHORIZED, BodySizeLimit, require_api_token
 from api.stage import ApiGatewayStage
 from offload.errors import EnqueueError
 from offload.fastapi import CorrelationIdHeader
 from offload.registry import InvalidTaskArgumentsError
 from offload.settings import get_settings
+from offload.status import router as task_status
 
 
 @asynccontextmanager
@@ -38,7 +39,7 @@ app.add_middleware(CorrelationIdHeader)
 app.include_router(health.router)
 app.include_router(notifications.router)
 app.include_router(emails.router)
-app.include_router(tasks.router)
+app.include_router(task_status, responses=UNAUTHORIZED)  # GET /tasks/{task_id}
 app.include_router(uploads.router)
 
 

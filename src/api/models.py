@@ -1,6 +1,5 @@
 """Response models (requests are validated by the task argument models and example_app.emails)."""
 
-from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -19,17 +18,6 @@ class TaskAccepted(BaseModel):
     def of(cls, request: Request, task_id: UUID) -> "TaskAccepted":
         """The answer to a request that queued `task_id`, with the task's status URL."""
         return cls(task_id=task_id, status_url=str(request.url_for("get_task", task_id=task_id)))
-
-
-class TaskPublic(BaseModel):
-    task_id: UUID
-    kind: str
-    state: TaskState
-    attempts: int
-    created_at: datetime
-    updated_at: datetime
-    error: str | None = None
-    result: Any = None
 
 
 class Health(BaseModel):

@@ -86,7 +86,8 @@ class EmailContent(BaseModel):
         return self
 
 
-@task(queue="email")
+# A name of its own (messages say "send_email"); the EmailWorker runs it.
+@task(name="send_email", queue="email")
 def send_email(
     to: Recipient, subject: Subject, text: Body | None = None, html: Body | None = None
 ) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 from uuid import UUID
 
-from offload.aws import sqs, stack, tasks_table
+from offload.aws import cloudformation, sqs, tasks_table
 from offload.models import TaskState
 from offload.observability import logger
 from offload.queues import QUEUES
@@ -300,7 +300,7 @@ def purge(pair: QueuePair) -> None:
 
 
 def _use_stack(name: str) -> None:
-    for output, value in stack.outputs(name).items():
+    for output, value in cloudformation.outputs(name).items():
         if output in STACK_OUTPUTS:
             os.environ[STACK_OUTPUTS[output]] = value
     get_settings.cache_clear()

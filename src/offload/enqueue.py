@@ -20,11 +20,23 @@ from offload.settings import get_settings
 
 @dataclass(frozen=True)
 class TaskCall:
-    """A registered task with its validated, JSON-ready arguments."""
+    """A call of a task (a @task or a plain top-level function), with its JSON-ready arguments."""
 
     definition: TaskDefinition
     payload: dict[str, Any]
     task_id: UUID = field(default_factory=uuid4)
+
+    @property
+    def kind(self) -> str:
+        return self.definition.name
+
+    @property
+    def queue(self) -> QueueName:
+        return self.definition.queue
+
+    def run(self) -> Any:
+        """Run the task here, from its payload, as a worker would."""
+        return self.definition.run(self.payload)
 
 
 @cache
@@ -54,7 +66,7 @@ def enqueue(
         claim_check.check_in(
             TaskMessage(
                 task_id=call.task_id,
-                kind=call.definition.name,
+                kind=call.kind,
                 payload=call.payload,
                 correlation_id=correlation_id,
                 owner=owner,
@@ -64,7 +76,7 @@ def enqueue(
     ]
     by_queue: dict[QueueName, list[TaskMessage]] = defaultdict(list)
     for call, message in zip(calls, messages, strict=True):
-        by_queue[call.definition.queue].append(message)
+        by_queue[call.queue].append(message)
 
     recorded = _io_pool().submit(_record_queued, messages, owner)
     refused: dict[UUID, str] = {}

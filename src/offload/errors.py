@@ -17,7 +17,7 @@ class PermanentTaskError(TaskError):
 
 
 class UnknownTaskError(PermanentTaskError):
-    """A message or a call names a function that is not a registered task."""
+    """A message names no task: not a registered one, nor a function its allow-list permits."""
 
 
 class InvalidMessageError(PermanentTaskError):

@@ -6,18 +6,24 @@
     async def send_notification(email: str, background_tasks: BackgroundTasks):
         background_tasks.add_task(write_log, f"Notification sent to {email}")
 
-add_task accepts only functions decorated with @offload.task and validates their arguments at
-once. The tasks are sent to SQS in one batch when the endpoint returns, before the response goes
-out, so a 2xx means the work is durable. If SQS refuses them the client gets a 503 instead.
+add_task takes what FastAPI's does: a plain function defined at the top level of a module (the
+message names it "module:function", and a worker imports it only if OFFLOAD_TASK_MODULES allows
+its module), or a @offload.task function. It validates the arguments from the function's type
+hints at once. The tasks are sent to SQS in one batch when the endpoint returns, before the
+response goes out, so a 2xx means the work is durable. If SQS refuses them the client gets a
+503 instead. A call that could not be sent (a lambda, a closure, a bound method, a module not
+in OFFLOAD_TASK_MODULES, an argument that is not JSON data) is a NotSendableError, a TypeError,
+at add_task.
 
 With no queue URL configured and not on Lambda (plain uvicorn), the tasks run in-process after
-the response instead, NOT durably, and the logs say so (offload.in_process). On Lambda that is
-a 503. Each task records its caller (the JWT `sub`) as its owner; see caller_subject.
+the response instead, NOT durably, and the logs say so (offload.in_process); there, calls that
+could not be sent run too, as FastAPI's would. On Lambda that is a 503. Each task records its
+caller (the JWT `sub`) as its owner; see caller_subject.
 """
 
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from anyio import CapacityLimiter, to_thread
 from anyio.lowlevel import RunVar
@@ -36,7 +42,13 @@ from offload.idempotency_keys import (
     enqueue_idempotent,
     fingerprint,
 )
-from offload.registry import definition_of
+from offload.registry import (
+    NotSendableError,
+    check_importable,
+    definition_of,
+    name_of,
+    queue_of,
+)
 
 CORRELATION_HEADER = "x-correlation-id"
 
@@ -73,23 +85,36 @@ class DurableBackgroundTasks:
         self.owner = owner  # the caller's subject, stored on each task
         # The request's own BackgroundTasks: the in-process fallback runs tasks after the response.
         self.in_process_tasks = in_process_tasks
-        self._calls: list[TaskCall] = []
+        self._calls: list[TaskCall | in_process.LocalCall] = []
         self._added = 0
 
     def add_task(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> UUID:
-        """Validate a call to a registered task and queue it; returns the task id."""
-        definition = definition_of(func)
-        payload = definition.payload(*args, **kwargs)
-        if self.idempotent is not None:
-            call = TaskCall(definition, payload, self.idempotent.task_id(self._added))
-        else:
-            call = TaskCall(definition, payload)
+        """Validate a call and keep it for the queue (or to run in-process); returns the task id.
+
+        Raises NotSendableError (a TypeError) for a call a worker could not run, unless the
+        task's queue is not configured and it will run in this process.
+        """
+        idempotent = self.idempotent
+        task_id = idempotent.task_id(self._added) if idempotent is not None else uuid4()
+        queue = queue_of(func)
+        queued = not in_process.runs_here(queue)
+        try:
+            definition = definition_of(func)
+            if queued:
+                check_importable(definition)
+            call: TaskCall | in_process.LocalCall = TaskCall(
+                definition, definition.payload(*args, **kwargs), task_id
+            )
+        except NotSendableError as exc:
+            if queued:
+                raise
+            call = in_process.LocalCall(name_of(func), queue, func, args, kwargs, str(exc), task_id)
         self._added += 1
         self._calls.append(call)
         return call.task_id
 
     @property
-    def pending(self) -> list[TaskCall]:
+    def pending(self) -> list[TaskCall | in_process.LocalCall]:
         return list(self._calls)
 
     def flush(self) -> None:
@@ -100,7 +125,7 @@ class DurableBackgroundTasks:
         if local and self.in_process_tasks is None:
             raise in_process.QueueNotConfiguredError("no queue URL is set and no request to run in")
         local_ids = {call.task_id for call in local}
-        queued = [call for call in calls if call.task_id not in local_ids]
+        queued = [c for c in calls if isinstance(c, TaskCall) and c.task_id not in local_ids]
         if queued and self.idempotent is not None:
             enqueue_idempotent(
                 self.idempotent, queued, self.correlation_id, self.lambda_context, self.owner

@@ -5,21 +5,27 @@ FastAPI's BackgroundTasks would: nothing is durable, a crash loses it, and the l
 per process. On Lambda that is refused (QueueNotConfiguredError, a 503): under Mangum the work
 would run before the response, or be frozen with the function.
 
+A call that could never be sent to a worker (a lambda, a closure, a database session as an
+argument: NotSendableError) still runs here, as it is, with a warning once per function: with a
+queue configured, add_task refuses it.
+
 Status: if OFFLOAD_TASKS_TABLE is set the task is recorded as usual (queued, running, then
 succeeded or failed); otherwise nothing is recorded.
 """
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from functools import cache
-from typing import Any
+from typing import Any, Protocol, TypeVar
+from uuid import UUID, uuid4
 
 from offload.aws import tasks_table
-from offload.enqueue import TaskCall
 from offload.errors import EnqueueError
 from offload.models import TaskState
 from offload.observability import logger
 from offload.queues import QueueName, queue_named
+from offload.registry import call
 from offload.settings import get_settings
 
 
@@ -27,16 +33,53 @@ class QueueNotConfiguredError(EnqueueError):
     """On Lambda, a task whose queue URL is not set: it can neither be queued nor run here."""
 
 
+class Call(Protocol):
+    """A task call as this module runs it: a TaskCall (from its payload) or a LocalCall."""
+
+    @property
+    def task_id(self) -> UUID: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def queue(self) -> QueueName: ...
+    def run(self) -> Any: ...
+
+
+@dataclass(frozen=True)
+class LocalCall:
+    """A call that cannot be sent to a worker (why: `reason`): it runs in this process only,
+    with its arguments as they were given."""
+
+    kind: str
+    queue: QueueName
+    function: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    reason: str
+    task_id: UUID = field(default_factory=uuid4)
+
+    def run(self) -> Any:
+        return call(self.function, *self.args, **self.kwargs)
+
+
+C = TypeVar("C", bound=Call)
+
+
 def on_lambda() -> bool:
     return bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME"))
 
 
-def unqueued(calls: Sequence[TaskCall]) -> list[TaskCall]:
+def runs_here(queue: QueueName) -> bool:
+    """Tasks of this queue run in this process: its URL is not set, and this is not Lambda."""
+    return not get_settings().queue_url(queue) and not on_lambda()
+
+
+def unqueued(calls: Sequence[C]) -> list[C]:
     """The calls whose queue URL is not configured; refused on Lambda."""
     settings = get_settings()
-    missing = [c for c in calls if not settings.queue_url(c.definition.queue)]
+    missing = [c for c in calls if isinstance(c, LocalCall) or not settings.queue_url(c.queue)]
     if missing and on_lambda():
-        variable = queue_named(missing[0].definition.queue).url_variable
+        variable = queue_named(missing[0].queue).url_variable
         raise QueueNotConfiguredError(
             f"{variable} is not set: tasks cannot be queued, and running them inside a Lambda "
             "function is not supported; set the queue URLs in the function's environment"
@@ -56,34 +99,48 @@ def warn_once(queue: QueueName) -> None:
     )
 
 
-def accept(calls: Sequence[TaskCall], owner: str | None) -> None:
+@cache
+def warn_not_sendable(kind: str, reason: str) -> None:
+    """Say once per function that its calls could not be queued, and why."""
+    logger.warning(
+        "%s runs in-process only; with a queue configured, add_task refuses it: %s",
+        kind,
+        reason,
+        extra={"kind": kind, "reason": reason},
+    )
+
+
+def accept(calls: Sequence[Call], owner: str | None) -> None:
     """Warn, and record the calls as queued if there is a tasks table; run() runs them later."""
-    for call in calls:
-        warn_once(call.definition.queue)
+    for task_call in calls:
+        warn_once(task_call.queue)
+        if isinstance(task_call, LocalCall):
+            warn_not_sendable(task_call.kind, task_call.reason)
     if get_settings().tasks_table:
-        for call in calls:
-            tasks_table.create(call.task_id, call.definition.name, owner)
+        for task_call in calls:
+            tasks_table.create(task_call.task_id, task_call.kind, owner)
 
 
-def run(call: TaskCall) -> Any:
+def run(task_call: Call) -> Any:
     """Run one task in this process (after the response). A failure is logged, never raised."""
     record = bool(get_settings().tasks_table)
-    kind = call.definition.name
-    keys = {"task_id": str(call.task_id), "kind": kind, "in_process": True}
+    kind = task_call.kind
+    task_id = task_call.task_id
+    keys = {"task_id": str(task_id), "kind": kind, "in_process": True}
     logger.thread_safe_append_keys(**keys)
     try:
         if record:
-            tasks_table.transition(call.task_id, kind, TaskState.RUNNING, attempts=1)
+            tasks_table.transition(task_id, kind, TaskState.RUNNING, attempts=1)
         try:
-            result = call.definition.run(call.payload)
+            result = task_call.run()
         except Exception as exc:
             logger.exception("in-process task failed; it will not be retried")
             if record:
                 error = f"{type(exc).__name__}: {exc}"
-                tasks_table.transition(call.task_id, kind, TaskState.FAILED, error=error)
+                tasks_table.transition(task_id, kind, TaskState.FAILED, error=error)
             return None
         if record:
-            tasks_table.transition(call.task_id, kind, TaskState.SUCCEEDED, result=result)
+            tasks_table.transition(task_id, kind, TaskState.SUCCEEDED, result=result)
         logger.info("in-process task succeeded")
         return result
     finally:

@@ -58,7 +58,8 @@ class Settings(BaseSettings):
     # in the payload bucket and the SQS message carries a pointer.
     max_message_bytes: int = Field(default=262_144, ge=1_024, le=1_048_576)
     payload_bucket: str = ""
-    # Extra modules whose @task functions should be registered, comma separated.
+    # Modules or packages the workers may import task functions from, comma separated; each is
+    # imported before the first task, so that its @task functions are registered (registry.py).
     task_modules: str = ""
     # Uploads (POST /uploads → S3 → UploadQueue → UploadWorker).
     upload_bucket: str = ""

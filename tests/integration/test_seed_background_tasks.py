@@ -8,9 +8,9 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from offload.errors import UnknownTaskError
 from offload.fastapi import BackgroundTasks
 from offload.local.lambda_runtime import LambdaContext, sqs_event
+from offload.registry import NotSendableError
 from tests.support import REGION, AwsStack, JsonLogs, task_message
 from workers import tasks as task_worker
 
@@ -116,9 +116,11 @@ def test_several_add_task_calls_are_sent_together(aws: AwsStack) -> None:
     assert queued == set(response.json()["task_ids"])
 
 
-def test_add_task_refuses_an_unregistered_function_and_enqueues_nothing(aws: AwsStack) -> None:
+def test_add_task_refuses_a_function_a_worker_could_not_import_and_enqueues_nothing(
+    aws: AwsStack,
+) -> None:
     def not_a_task(message: str) -> None:
-        """An ordinary function: a message must never be able to name it."""
+        """A nested function: a worker could never import it, so a message must not name it."""
 
     app = FastAPI()
 
@@ -126,7 +128,10 @@ def test_add_task_refuses_an_unregistered_function_and_enqueues_nothing(aws: Aws
     async def send_notification(email: str, background_tasks: BackgroundTasks) -> None:
         background_tasks.add_task(not_a_task, f"Notification sent to {email}")
 
-    with TestClient(app) as client, pytest.raises(UnknownTaskError, match="not a registered task"):
+    with (
+        TestClient(app) as client,
+        pytest.raises(NotSendableError, match="not_a_task cannot be sent to a worker"),
+    ):
         client.post("/send-notification/ann@example.com")
 
     assert aws.receive_all(aws.task_queue) == []

@@ -1,13 +1,14 @@
 """The local system's Lambda stand-ins: SQS event shape, batch failures, template stripping."""
 
 import hashlib
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from offload.local.lambda_runtime import LambdaContext, load_handler, sqs_event
 from offload.local.poller import failed_message_ids
-from offload.local.stack import strip_unsupported
+from offload.local.stack import code_dirs, strip_unsupported
 from tests.support import load_event
 
 IDS = ["m1", "m2", "m3"]
@@ -157,3 +158,32 @@ def test_strip_unsupported_removes_what_moto_lacks_and_what_refers_to_it() -> No
     assert cfn["Resources"]["Function"]["DependsOn"] == ["Queue"]
     assert "DependsOn" not in cfn["Resources"]["Other"]
     assert set(cfn["Outputs"]) == {"QueueUrl"}
+
+
+def test_each_function_imports_from_its_own_code_uri_or_the_global_one(tmp_path: Path) -> None:
+    # Given a template as `sam init` writes it (a CodeUri per function) plus a global one
+    template = tmp_path / "infra" / "template.yaml"
+    template.parent.mkdir()
+    template.write_text(
+        "Transform: AWS::Serverless-2016-10-31\n"
+        "Globals:\n  Function:\n    CodeUri: ../src/\n"
+        "Resources:\n"
+        "  Api:\n    Type: AWS::Serverless::Function\n    Properties:\n      Handler: app.handler\n"
+        "  Worker:\n    Type: AWS::Serverless::Function\n"
+        "    Properties:\n      Handler: worker.handler\n      CodeUri: worker/\n"
+        "  Queue:\n    Type: AWS::SQS::Queue\n"
+    )
+
+    # Then the runner imports each handler from its function's directory
+    assert code_dirs(template) == {"Api": tmp_path / "src", "Worker": template.parent / "worker"}
+
+
+def test_a_function_without_a_local_code_uri_is_named(tmp_path: Path) -> None:
+    template = tmp_path / "template.yaml"
+    template.write_text(
+        "Resources:\n  Worker:\n    Type: AWS::Serverless::Function\n"
+        "    Properties:\n      Handler: worker.handler\n      CodeUri: s3://bucket/code.zip\n"
+    )
+
+    with pytest.raises(ValueError, match="Worker needs a local CodeUri"):
+        code_dirs(template)

@@ -1,18 +1,103 @@
-"""The task registry: only @task functions can be named, and their arguments are validated."""
+"""The task registry: what a call and a message may name, and how the arguments are validated.
 
+A plain top-level function is a task as it is, named module:qualname; a worker imports it only
+from a module on the allow-list (OFFLOAD_TASK_MODULES), after checking the name's grammar.
+"""
+
+import functools
+import sys
+from collections.abc import Iterator
+from datetime import date
 from typing import Any
 
 import pytest
 
 from example_app.emails import send_email
 from example_app.notifications import write_log
+from offload import in_process
 from offload.errors import PermanentTaskError, TaskError, UnknownTaskError
 from offload.fastapi import DurableBackgroundTasks
-from offload.registry import InvalidTaskArgumentsError, definition_of, get_task, task
+from offload.registry import (
+    InvalidTaskArgumentsError,
+    NotSendableError,
+    allowed_module,
+    check_importable,
+    definition_of,
+    get_task,
+    task,
+)
+from tests.unit import plain_tasks
+
+PLAIN = "tests.unit.plain_tasks"
+NEVER = "tests.unit.never_imported"
+QUEUE_URL = "https://sqs.eu-west-1.amazonaws.com/123456789012/offload-test-tasks"
 
 
-def plain_function(message: str) -> None:
-    """Not decorated: never runnable from a message."""
+@pytest.fixture
+def allow(env: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """Set OFFLOAD_TASK_MODULES (as the template sets it on the API and the workers)."""
+
+    def set_modules(value: str) -> None:
+        from offload.settings import get_settings
+
+        monkeypatch.setenv("OFFLOAD_TASK_MODULES", value)
+        get_settings.cache_clear()
+
+    yield set_modules
+
+
+@pytest.fixture
+def durable(env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A queue is configured: add_task prepares messages for a worker."""
+    from offload.settings import get_settings
+
+    monkeypatch.setenv("OFFLOAD_TASK_QUEUE_URL", QUEUE_URL)
+    monkeypatch.setenv("OFFLOAD_EMAIL_QUEUE_URL", QUEUE_URL)
+    get_settings.cache_clear()
+
+
+def make_closure() -> Any:
+    greeting = "hello"
+
+    def closure(name: str) -> str:
+        return f"{greeting} {name}"
+
+    return closure
+
+
+def nested(name: str) -> Any:
+    def inner(message: str) -> None: ...
+
+    return inner
+
+
+class DatabaseSession:
+    """What a FastAPI dependency hands an endpoint: not data, a live object."""
+
+
+def save(session: DatabaseSession, row: int) -> None: ...
+
+
+def _private(message: str) -> None: ...
+
+
+def save_anything(session, row: int) -> None:  # type: ignore[no-untyped-def]
+    ...
+
+
+NOT_SENDABLE = {
+    "lambda": (lambda message: None, "it is a lambda"),
+    "closure": (make_closure(), "defined inside another function"),
+    "nested": (nested("x"), "defined inside another function"),
+    "bound-method": (plain_tasks.Greeter().greet, "bound method"),
+    "static-method": (plain_tasks.Greeter.shout, "not at the top level"),
+    "private": (_private, "private"),
+    "builtin": (print, "not a plain Python function"),
+    "partial": (functools.partial(plain_tasks.greet, "ann"), "not a plain Python function"),
+}
+
+
+# --------------------------------------------------------------------------- naming
 
 
 def test_registered_functions_are_found_by_name_and_by_reference() -> None:
@@ -21,12 +106,37 @@ def test_registered_functions_are_found_by_name_and_by_reference() -> None:
     assert definition_of(send_email).queue == "email"
 
 
-@pytest.mark.parametrize("func", [plain_function, print, lambda message: None])
-def test_only_task_functions_are_accepted(func: Any) -> None:
-    with pytest.raises(UnknownTaskError, match="not a registered task"):
+def test_a_plain_function_is_named_by_its_module_and_qualified_name(env: None) -> None:
+    definition = definition_of(plain_tasks.greet)
+
+    assert (definition.name, definition.queue, definition.declared) == (
+        f"{PLAIN}:greet",
+        "tasks",
+        False,
+    )
+    assert definition.payload("ann") == {"name": "ann"}
+
+
+def test_a_task_is_named_by_module_and_qualified_name_unless_given_a_name() -> None:
+    @task
+    def fresh_default(message: str) -> None: ...
+
+    assert definition_of(fresh_default).name == (
+        f"{__name__}:test_a_task_is_named_by_module_and_qualified_name_unless_given_a_name"
+        ".<locals>.fresh_default"
+    )
+    assert definition_of(plain_tasks.decorated).name == "tests_plain_decorated"
+
+
+@pytest.mark.parametrize("func", [v[0] for v in NOT_SENDABLE.values()], ids=list(NOT_SENDABLE))
+def test_what_a_worker_could_not_import_is_not_sendable(func: Any) -> None:
+    reason = next(r for f, r in NOT_SENDABLE.values() if f is func)
+
+    with pytest.raises(NotSendableError, match=reason) as caught:
         definition_of(func)
-    with pytest.raises(UnknownTaskError):
-        DurableBackgroundTasks().add_task(func, "hello")
+
+    assert isinstance(caught.value, TypeError)
+    assert "cannot be sent to a worker" in str(caught.value)
 
 
 def test_a_function_pretending_to_be_a_task_is_refused() -> None:
@@ -38,10 +148,167 @@ def test_a_function_pretending_to_be_a_task_is_refused() -> None:
         definition_of(impostor)
 
 
+def test_an_argument_type_that_is_not_data_is_not_sendable_and_named() -> None:
+    with pytest.raises(NotSendableError, match="argument 'session'"):
+        definition_of(save)
+
+
+def test_an_unhinted_argument_that_is_not_data_is_not_sendable_and_named(env: None) -> None:
+    definition = definition_of(save_anything)
+
+    with pytest.raises(NotSendableError, match=r"argument 'session'.*not JSON data"):
+        definition.payload(DatabaseSession(), row=1)
+    assert definition.payload({"id": 7}, row=1) == {"session": {"id": 7}, "row": 1}
+
+
+# --------------------------------------------------------------------------- names in messages
+
+
 def test_unknown_task_name_is_permanent() -> None:
     with pytest.raises(UnknownTaskError, match="no task named 'rm_rf'") as caught:
         get_task("rm_rf")
     assert isinstance(caught.value, PermanentTaskError)
+
+
+def test_a_worker_imports_a_plain_function_from_an_allowed_module(allow: Any) -> None:
+    allow("tests.unit.lazy_tasks")
+    assert "tests.unit.lazy_tasks" not in sys.modules  # as in a fresh worker
+
+    definition = get_task("tests.unit.lazy_tasks:double")
+
+    assert definition.func is sys.modules["tests.unit.lazy_tasks"].double
+    assert definition.run({"number": "21"}) == 42
+
+
+@pytest.mark.parametrize("allowed", ["tests.unit", "tests", f"{PLAIN}, example_app.emails"])
+def test_an_entry_allows_its_module_and_the_modules_of_its_package(
+    allow: Any, allowed: str
+) -> None:
+    allow(allowed)
+
+    assert get_task(f"{PLAIN}:greet").func is plain_tasks.greet
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        f"{NEVER}:boom",  # well formed, not allowed
+        "os:system",
+        "subprocess:run",
+        "tests:unit",
+        f"{NEVER}.__init__:boom",
+        f"{NEVER}:__init__",
+        f"{NEVER}: boom",
+        f" {NEVER}:boom",
+        f"{NEVER}:boom:boom",
+        f".{NEVER}:boom",
+        f"{NEVER}/..:boom",
+        "tests..unit:x",
+        "__import__('tests.unit.never_imported')",
+        f"{NEVER}:boom()",
+        f"{NEVER}:boom.__globals__",
+        f"{PLAIN}:Greeter.shout",
+        "",
+        ":",
+        PLAIN,
+        NEVER,
+    ],
+)
+def test_a_name_outside_the_allow_list_or_the_grammar_is_unknown_and_never_imported(
+    allow: Any, name: str
+) -> None:
+    allow(f"{PLAIN},example_app")
+
+    with pytest.raises(UnknownTaskError):
+        get_task(name)
+
+    assert NEVER not in sys.modules
+
+
+def test_an_entry_is_a_module_or_a_package_not_a_prefix_of_characters(allow: Any) -> None:
+    allow("tests.unit.never, example_app")
+
+    assert allowed_module("tests.unit.never")
+    assert allowed_module("tests.unit.never.sub")
+    assert not allowed_module(NEVER)
+    assert allowed_module("example_app.emails")
+    assert not allowed_module("example_application")
+    assert NEVER not in sys.modules
+
+
+def test_with_no_allow_list_only_registered_tasks_run(allow: Any) -> None:
+    allow("")
+
+    with pytest.raises(UnknownTaskError, match="not in OFFLOAD_TASK_MODULES"):
+        get_task(f"{PLAIN}:greet")
+    assert get_task("tests_plain_decorated").func is plain_tasks.decorated
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        (f"{PLAIN}:join", "posixpath"),  # another module's function, imported here
+        (f"{PLAIN}:dumps", "json"),
+        (f"{PLAIN}:Greeter", "defines no function"),
+        (f"{PLAIN}:calls", "defines no function"),
+        (f"{PLAIN}:missing", "defines no function"),
+        (f"{PLAIN}:decorated", "is the task named 'tests_plain_decorated'"),
+        ("tests.unit.no_such_module:f", "there is no module"),
+    ],
+)
+def test_an_allowed_module_yields_only_its_own_plain_functions(
+    allow: Any, name: str, reason: str
+) -> None:
+    allow("tests.unit")
+
+    with pytest.raises(UnknownTaskError, match=reason):
+        get_task(name)
+
+
+def test_a_function_of_a_module_that_is_not_allowed_is_refused_when_sent(allow: Any) -> None:
+    allow("example_app.emails")
+
+    with pytest.raises(NotSendableError, match=f"Add {PLAIN} .*OFFLOAD_TASK_MODULES"):
+        check_importable(definition_of(plain_tasks.greet))
+    check_importable(definition_of(plain_tasks.decorated))  # @task: registered, not imported
+
+    allow("tests.unit")
+    check_importable(definition_of(plain_tasks.greet))
+
+
+def test_a_bad_allow_list_entry_is_an_error(allow: Any) -> None:
+    allow("example_app.emails, ../etc")
+
+    with pytest.raises(ValueError, match=r"OFFLOAD_TASK_MODULES: '\.\./etc'"):
+        get_task("write_log")
+
+
+# --------------------------------------------------------------------------- calling
+
+
+def test_an_async_task_runs_to_completion(env: None) -> None:
+    definition = definition_of(plain_tasks.later)
+
+    assert definition.run(definition.payload("ann")) == "ANN"
+
+
+def test_positional_only_arguments_travel_by_name(env: None) -> None:
+    definition = definition_of(plain_tasks.spaced)
+
+    payload = definition.payload("a", second="+")
+
+    assert payload == {"first": "a", "second": "+"}
+    assert definition.run(payload) == "a+"
+    assert definition.run({"first": "b"}) == "b-"
+
+
+def test_an_unhinted_argument_travels_as_json(env: None) -> None:
+    definition = definition_of(plain_tasks.send_on)
+
+    payload = definition.payload(date(2026, 1, 2))
+
+    assert payload == {"day": "2026-01-02"}
+    assert definition.run(payload) == "2026-01-02"
 
 
 def test_payload_binds_positional_and_keyword_arguments() -> None:
@@ -87,6 +354,9 @@ def test_run_validates_the_payload_from_a_message(payload: dict[str, Any]) -> No
     assert isinstance(caught.value, PermanentTaskError)
 
 
+# --------------------------------------------------------------------------- add_task
+
+
 def test_add_task_returns_distinct_ids_and_keeps_the_calls() -> None:
     tasks = DurableBackgroundTasks()
 
@@ -94,7 +364,7 @@ def test_add_task_returns_distinct_ids_and_keeps_the_calls() -> None:
     second = tasks.add_task(write_log, message="two")
 
     assert first != second
-    assert [c.payload for c in tasks.pending] == [{"message": "one"}, {"message": "two"}]
+    assert [c.payload for c in tasks.pending] == [{"message": "one"}, {"message": "two"}]  # type: ignore[union-attr]
     assert [c.task_id for c in tasks.pending] == [first, second]
 
 
@@ -106,6 +376,67 @@ def test_add_task_validates_at_once() -> None:
     assert tasks.pending == []
 
 
+def test_add_task_validates_a_plain_function_from_its_hints(durable: None, allow: Any) -> None:
+    allow(PLAIN)
+    tasks = DurableBackgroundTasks()
+
+    tasks.add_task(plain_tasks.greet, "ann")
+    with pytest.raises(InvalidTaskArgumentsError) as caught:
+        tasks.add_task(plain_tasks.greet, ["not", "a", "name"])
+
+    [call] = tasks.pending
+    assert (call.kind, call.payload) == (f"{PLAIN}:greet", {"name": "ann"})  # type: ignore[union-attr]
+    assert caught.value.kind == f"{PLAIN}:greet"
+
+
+@pytest.mark.parametrize(
+    ("func", "args", "reason"),
+    [
+        *[(f, ("x",), r) for f, r in (v for k, v in NOT_SENDABLE.items() if k != "partial")],
+        (functools.partial(plain_tasks.greet, "ann"), (), "not a plain Python function"),
+        (save_anything, (DatabaseSession(), 1), "argument 'session'"),
+        (save, (DatabaseSession(), 1), "argument 'session'"),
+        (plain_tasks.greet, ("ann",), "not in OFFLOAD_TASK_MODULES"),
+    ],
+    ids=[*(k for k in NOT_SENDABLE if k != "partial"), "partial", "unhinted", "hinted", "module"],
+)
+def test_durable_add_task_refuses_what_cannot_be_sent_and_keeps_nothing(
+    durable: None, allow: Any, func: Any, args: tuple[Any, ...], reason: str
+) -> None:
+    allow(f"{__name__},example_app.emails,example_app.notifications")
+    tasks = DurableBackgroundTasks()
+
+    with pytest.raises(TypeError, match=reason):
+        tasks.add_task(func, *args)
+
+    assert tasks.pending == []
+
+
+@pytest.mark.parametrize(
+    ("func", "args"),
+    [
+        *[(f, ("x",)) for f, _ in (v for k, v in NOT_SENDABLE.items() if k != "partial")],
+        (functools.partial(plain_tasks.greet, "ann"), ()),
+        (save, (DatabaseSession(), 1)),
+    ],
+    ids=[*(k for k in NOT_SENDABLE if k != "partial"), "partial", "session"],
+)
+def test_without_a_queue_what_cannot_be_sent_is_kept_to_run_in_process(
+    env: None, func: Any, args: tuple[Any, ...]
+) -> None:
+    tasks = DurableBackgroundTasks()
+
+    tasks.add_task(func, *args)
+
+    [call] = tasks.pending
+    assert isinstance(call, in_process.LocalCall)
+    assert (call.function, call.args) == (func, args)
+    assert "cannot be sent" in call.reason
+
+
+# --------------------------------------------------------------------------- @task
+
+
 def test_star_args_cannot_be_registered() -> None:
     with pytest.raises(TypeError, match=r"\*args"):
 
@@ -114,9 +445,41 @@ def test_star_args_cannot_be_registered() -> None:
 
 
 def test_a_second_function_cannot_take_a_registered_name() -> None:
-    with pytest.raises(ValueError, match="already registered"):
+    with pytest.raises(ValueError, match="is taken") as caught:
 
         @task(name="write_log")
         def other_write_log(message: str) -> None: ...
 
+    assert "example_app.notifications:write_log" in str(caught.value)
+    assert "other_write_log" in str(caught.value)
     assert get_task("write_log").func is write_log
+
+
+def test_names_of_tasks_in_different_modules_do_not_collide() -> None:
+    # A user's own write_log next to the example app's: each keeps its name.
+    @task
+    def write_log(message: str) -> None: ...
+
+    assert definition_of(write_log).name.endswith(".<locals>.write_log")
+    assert get_task(definition_of(write_log).name).func is write_log
+    assert get_task("write_log").func is not write_log
+
+
+@pytest.mark.parametrize("name", ["", "billing:charge", "x" * 129])
+def test_a_given_name_must_not_look_like_a_module_name(name: str) -> None:
+    with pytest.raises(ValueError, match="without ':'"):
+        task(name=name)
+
+
+def test_the_same_function_defined_again_replaces_its_registration() -> None:
+    # As when its module is reloaded: the same module and qualified name, a new function.
+    def define() -> Any:
+        @task(name="tests_defined_twice")
+        def twice(message: str) -> None: ...
+
+        return twice
+
+    define()
+    again = define()
+
+    assert get_task("tests_defined_twice").func is again

@@ -109,6 +109,3 @@ def reset() -> None:
     """Forget every client, so the next call builds one for the current environment."""
     for factory in (sqs, sqs_long_poll, dynamodb, ses, s3, s3_signer):
         factory.cache_clear()
-    from offload.aws import idempotency
-
-    idempotency.reset()

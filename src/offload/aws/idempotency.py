@@ -7,7 +7,7 @@ A persistence layer is configured by the first idempotent function that uses it,
 import time
 from collections.abc import Callable
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.utilities.idempotency import (
     DynamoDBPersistenceLayer,
@@ -19,23 +19,25 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyIt
 from offload.aws import clients
 from offload.settings import get_settings
 
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
 
 @cache
-def _store(user: str) -> DynamoDBPersistenceLayer:
-    # One instance per user: the first idempotent function to use a layer configures it.
-    return DynamoDBPersistenceLayer(
-        table_name=get_settings().idempotency_table, boto3_client=clients.dynamodb()
-    )
+def _store(user: str, client: "DynamoDBClient", table: str) -> DynamoDBPersistenceLayer:
+    # One instance per user (the first idempotent function to use a layer configures it), per
+    # client and table: a new client (clients.reset() in tests) gets a new store.
+    return DynamoDBPersistenceLayer(table_name=table, boto3_client=client)
 
 
 def persistence_layer() -> DynamoDBPersistenceLayer:
     """The store of the workers' per-task records."""
-    return _store("worker")
+    return _store("worker", clients.dynamodb(), get_settings().idempotency_table)
 
 
 def api_persistence_layer() -> DynamoDBPersistenceLayer:
     """The store of the API's Idempotency-Key records."""
-    return _store("api")
+    return _store("api", clients.dynamodb(), get_settings().idempotency_table)
 
 
 def once(
@@ -64,11 +66,6 @@ def once(
         key_prefix=key_prefix,
     )(func)
     return config, wrapped
-
-
-def reset() -> None:
-    """Forget the stores (and the clients they hold)."""
-    _store.cache_clear()
 
 
 def in_progress_seconds_left(store: DynamoDBPersistenceLayer, data: dict[str, Any]) -> float:

@@ -106,15 +106,18 @@ class LocalSystem:
         self.stopping = threading.Event()
 
     # ------------------------------------------------------------------ start
-    def base_environment(self) -> dict[str, str]:
+    def function_environment(self, function: str) -> dict[str, str]:
+        """What one of the template's functions runs with: its variables from the template,
+        local credentials, moto as every AWS endpoint, and its code directory on the path."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "OFFLOAD_"))}
         env.update(LOCAL_CREDENTIALS)
         env["AWS_ENDPOINT_URL"] = self.moto_url
         env["PYTHONUNBUFFERED"] = "1"
-        # The handlers are imported from the template's CodeUri, as Lambda unpacks it.
+        # The handler is imported from the function's CodeUri, as Lambda unpacks it.
         assert self.stack is not None
-        paths = [str(self.stack.code_dir), os.environ.get("PYTHONPATH", "")]
+        paths = [str(self.stack.code_dirs[function]), os.environ.get("PYTHONPATH", "")]
         env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+        env.update(self.stack.environment(function))
         env.update(self.options.environment or {})
         return env
 
@@ -171,7 +174,20 @@ class LocalSystem:
         )
         self._start_api()
         self._start_pollers()
-        threading.Thread(target=self._watch_tasks, name="task-watcher", daemon=True).start()
+        table = self.tasks_table()
+        if table:
+            threading.Thread(
+                target=self._watch_tasks, args=(table,), name="task-watcher", daemon=True
+            ).start()
+
+    def tasks_table(self) -> str | None:
+        """The table the functions record task states in (their OFFLOAD_TASKS_TABLE)."""
+        assert self.stack is not None
+        for function in self.stack.functions:
+            table = self.stack.environment(function).get("OFFLOAD_TASKS_TABLE")
+            if table:
+                return table
+        return None
 
     def _fill_gaps(self) -> None:
         """What moto's CloudFormation leaves out and the local system needs."""
@@ -203,9 +219,10 @@ class LocalSystem:
             _say("  no function serves an HTTP API in the template: no API started")
             return
         function = self.stack.api_function
-        env = self.base_environment() | self.stack.environment(function)
+        env = self.function_environment(function)
         # The FastAPI app is `app` in the module of the handler that Mangum wraps.
         module = self.stack.functions[function]["Handler"].rpartition(".")[0]
+        _say(f"  {function}: serves the HTTP API with uvicorn ({module}:app)")
         self._spawn(
             "api",
             [
@@ -226,7 +243,7 @@ class LocalSystem:
                 f"(batch {source.batch_size}, {instances} of max {source.max_concurrency} "
                 f"instances, handler {source.handler})"
             )
-            env = self.base_environment() | source.environment
+            env = self.function_environment(source.function)
             for index in range(instances):
                 self._spawn(
                     f"{source.function}#{index}",
@@ -257,10 +274,8 @@ class LocalSystem:
             if self.options.verbose and "exception" in record:
                 print(record["exception"], flush=True)
 
-    def _watch_tasks(self) -> None:
+    def _watch_tasks(self, table: str) -> None:
         """Print each task's state changes, read from the tasks table."""
-        assert self.stack is not None
-        table = self.stack.resources["TasksTable"]
         dynamodb = boto3.client("dynamodb", endpoint_url=self.moto_url)
         seen: dict[str, str] = {}
         while not self.stopping.wait(0.2):
@@ -283,14 +298,19 @@ class LocalSystem:
 
     # ------------------------------------------------------------------ stop
     def wait_until_ready(self, timeout: float = 30) -> None:
+        api = self.children.get("api")
+        if api is None:  # the template has no HTTP API
+            return
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if (api := self.children.get("api")) and api.poll() is not None:
+            if api.poll() is not None:
                 raise RuntimeError("the API process exited; see its output above")
             try:
-                if requests.get(f"{self.api_url}/health", timeout=1).ok:
-                    return
-            except requests.ConnectionError:
+                # Any answer will do (the app may have no /health): uvicorn answers only once
+                # the app has started.
+                requests.get(self.api_url, timeout=1)
+                return
+            except requests.RequestException:
                 pass
             time.sleep(0.2)
         raise TimeoutError(f"the API did not answer on {self.api_url} within {timeout} s")
@@ -309,6 +329,50 @@ class LocalSystem:
             self.moto.stop()
 
 
+def routes(api_url: str) -> list[tuple[str, str, bool]]:
+    """The API's routes from its OpenAPI schema: (method, path, whether it takes a body)."""
+    try:
+        paths = requests.get(f"{api_url}/openapi.json", timeout=5).json()["paths"]
+        return [
+            (method.upper(), path, "requestBody" in operation)
+            for path, item in paths.items()
+            for method, operation in item.items()
+        ]
+    except (requests.RequestException, ValueError, KeyError, TypeError, AttributeError):
+        return []
+
+
+def banner(system: LocalSystem, options: Options) -> str:
+    """What is running, and where: printed once everything answers."""
+    api = system.api_url
+    auth = auth_line = ""
+    if (options.environment or {}).get("OFFLOAD_API_TOKEN"):
+        auth = ' -H "Authorization: Bearer $OFFLOAD_API_TOKEN"'
+        auth_line = (
+            "\n    Token        needed on every route but /health; export OFFLOAD_API_TOKEN"
+            " in your shell (`offload upload` reads it too)"
+        )
+    found = routes(api) if "api" in system.children else []
+    calls = [
+        (f"curl {api}{path}{auth}" if method == "GET" else f"curl -X {method} {api}{path}{auth}")
+        + (" -H 'content-type: application/json' -d '{...}'   # see /docs" if body else "")
+        for method, path, body in found
+    ]
+    calls.append("offload emails    # what the embedded SES has sent (here: make emails)")
+    if ("POST", "/uploads", True) in found:
+        calls.append("offload upload data.csv    # an upload, end to end (here: make upload)")
+    listed = "".join(f"\n    {call}" for call in calls)
+    return f"""
+  Offload is running locally.
+    API          {api}   (docs: {api}/docs)
+    Embedded AWS {system.moto_url}   (AWS_ENDPOINT_URL, or the aws cli's --endpoint-url){auth_line}
+
+  Try (fill in the {{parameters}}):{listed}
+
+  Press Ctrl-C to stop.
+"""
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -323,32 +387,7 @@ def run(options: Options) -> None:
     try:
         system.start()
         system.wait_until_ready()
-        api = system.api_url
-        auth = auth_line = ""
-        if (options.environment or {}).get("OFFLOAD_API_TOKEN"):
-            auth = ' -H "Authorization: Bearer $OFFLOAD_API_TOKEN"'
-            auth_line = (
-                "\n    Token        needed on every route but /health; export OFFLOAD_API_TOKEN"
-                " in your shell (`make upload` reads it too)"
-            )
-        print(
-            f"""
-  Offload is running locally.
-    API          {api}   (docs: {api}/docs)
-    Embedded AWS {system.moto_url}   (AWS_ENDPOINT_URL, or the aws cli's --endpoint-url){auth_line}
-
-  Try:
-    curl -X POST {api}/send-notification/you@example.com{auth}
-    curl -X POST {api}/emails{auth} -H 'content-type: application/json' \\
-         -d '{{"to": "you@example.com", "subject": "Hi", "text": "Sent by a worker"}}'
-    curl {api}/tasks/<task_id>{auth}
-    make emails        # what the embedded SES has sent
-    make upload FILE=data.csv   # presigned POST to S3 → UploadWorker → summary
-
-  Press Ctrl-C to stop.
-""",
-            flush=True,
-        )
+        print(banner(system, options), flush=True)
         while True:
             time.sleep(0.5)
             for name, process in system.children.items():

@@ -60,7 +60,8 @@ class LocalStack:
     functions: dict[str, "FunctionConfigurationResponseTypeDef"]  # logical id → configuration
     event_sources: list[EventSource] = field(default_factory=list)
     left_out: dict[str, str] = field(default_factory=dict)  # logical id → type, not created
-    code_dir: Path = Path("src")  # where the functions' handlers are imported from (CodeUri)
+    # Where each function's handler is imported from (its CodeUri): logical id → directory.
+    code_dirs: dict[str, Path] = field(default_factory=dict)
     api_function: str | None = None  # the function behind the HTTP API, if any
 
     def environment(self, logical_id: str) -> dict[str, str]:
@@ -68,16 +69,25 @@ class LocalStack:
         return {str(k): str(v) for k, v in env.items()}
 
 
-def code_dir(template_path: Path) -> Path:
-    """The directory the functions' code comes from: the template's (global) CodeUri."""
+def code_dirs(template_path: Path) -> dict[str, Path]:
+    """Each function's code directory (logical id → path): its CodeUri, or the global one.
+
+    The runner imports a function's handler from there, as Lambda imports it from the package
+    that `sam build` makes of that directory.
+    """
     sam = yaml_parse(template_path.read_text())
-    uri = sam.get("Globals", {}).get("Function", {}).get("CodeUri")
-    for resource in sam["Resources"].values():
-        if uri is None and resource["Type"] == "AWS::Serverless::Function":
-            uri = resource["Properties"].get("CodeUri")
-    if not isinstance(uri, str) or uri.startswith("s3://"):
-        raise ValueError(f"{template_path}: the functions need a local CodeUri (a directory)")
-    return (template_path.parent / uri).resolve()
+    default = sam.get("Globals", {}).get("Function", {}).get("CodeUri")
+    found: dict[str, Path] = {}
+    for logical, resource in sam["Resources"].items():
+        if resource["Type"] != "AWS::Serverless::Function":
+            continue
+        uri = resource.get("Properties", {}).get("CodeUri", default)
+        if not isinstance(uri, str) or uri.startswith("s3://"):
+            raise ValueError(
+                f"{template_path}: {logical} needs a local CodeUri (a directory) to run locally"
+            )
+        found[str(logical)] = (template_path.parent / uri).resolve()
+    return found
 
 
 def http_api_function(template_path: Path) -> str | None:
@@ -86,7 +96,7 @@ def http_api_function(template_path: Path) -> str | None:
     for logical, resource in sam["Resources"].items():
         if resource["Type"] != "AWS::Serverless::Function":
             continue
-        events = resource["Properties"].get("Events") or {}
+        events = resource.get("Properties", {}).get("Events") or {}
         if any(event.get("Type") in ("HttpApi", "Api") for event in events.values()):
             return str(logical)
     return None
@@ -202,7 +212,7 @@ def apply_bucket_notifications(
 def _code_zip() -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("README.txt", "The local runner imports handlers from src/ directly.\n")
+        archive.writestr("README.txt", "The local runner imports handlers from their CodeUri.\n")
     return buffer.getvalue()
 
 
@@ -255,7 +265,7 @@ def provision(endpoint: str, template_path: Path, parameters: dict[str, str]) ->
         resources=resources,
         functions=functions,
         left_out=left_out,
-        code_dir=code_dir(template_path),
+        code_dirs=code_dirs(template_path),
         api_function=http_api_function(template_path),
     )
     apply_bucket_notifications(session, endpoint, notifications, resources)

@@ -1,0 +1,53 @@
+"""Task status over HTTP: the route a client polls after its request was answered 202.
+
+    from offload.status import router as task_status
+
+    app.include_router(task_status)    # GET /tasks/{task_id}
+
+A task is shown to the caller who created it (the JWT `sub` that API Gateway's authorizer
+checked), or to anyone if it has no owner (no JWT: the local system, plain uvicorn). Another
+caller's task is answered exactly like a missing one (404): its existence stays hidden.
+"""
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from fastapi import APIRouter, HTTPException, Request, status
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+
+from offload.aws import tasks_table
+from offload.fastapi import caller_subject
+from offload.models import TaskState
+
+
+class TaskPublic(BaseModel):
+    task_id: UUID
+    kind: str
+    state: TaskState
+    attempts: int
+    created_at: datetime
+    updated_at: datetime
+    error: str | None = None
+    result: Any = None
+
+
+class TaskNotFound(BaseModel):
+    detail: str
+
+
+router = APIRouter(prefix="/tasks", tags=["tasks"])
+
+
+@router.get(
+    "/{task_id}",
+    name="get_task",
+    responses={status.HTTP_404_NOT_FOUND: {"model": TaskNotFound, "description": "No such task."}},
+)
+async def get_task(task_id: UUID, request: Request) -> TaskPublic:
+    """The task's state: queued → running → succeeded, or retrying, dead, failed (with why)."""
+    record = await run_in_threadpool(tasks_table.get, task_id)
+    if record is None or not record.visible_to(caller_subject(request)):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no task {task_id}")
+    return TaskPublic.model_validate(record.model_dump())
