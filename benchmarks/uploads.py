@@ -189,13 +189,13 @@ def _measure_child(spec: str) -> None:
     from uuid import UUID
 
     from example_app.uploads.models import UPLOAD_KIND
-    from example_app.uploads.service import ObjectCreated, process_object
+    from example_app.uploads.tasks import process_upload
     from offload.aws import tasks_table
 
     tasks_table.create(UUID(args["upload_id"]), UPLOAD_KIND)
     imported = _peak_kb()
     started = time.perf_counter()
-    result = process_object(ObjectCreated(args["bucket"], args["key"], None, "ObjectCreated:Post"))
+    result = process_upload(bucket=args["bucket"], key=args["key"])
     elapsed = time.perf_counter() - started
     peak = _peak_kb()
     print(

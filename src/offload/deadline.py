@@ -6,6 +6,7 @@ each invocation's context here, and such a call first checks that its worst case
 that records its effect, fit in the time left. Outside a worker (no context) nothing is checked.
 """
 
+import time
 from contextvars import ContextVar
 from typing import Protocol
 
@@ -27,6 +28,13 @@ def start(invocation: Invocation) -> None:
 def seconds_left() -> float | None:
     invocation = _invocation.get()
     return None if invocation is None else invocation.get_remaining_time_in_millis() / 1000
+
+
+def stop_by(reserve: float) -> float | None:
+    """The time.monotonic() by which work must stop to leave `reserve` seconds of the invocation
+    (to record its outcome); None outside a worker."""
+    left = seconds_left()
+    return None if left is None else time.monotonic() + max(0.0, left - reserve)
 
 
 def require(seconds: float, action: str) -> None:

@@ -25,24 +25,20 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 from uuid import UUID
 
-from example_app.uploads.models import UPLOAD_KIND, parse_upload_key
-from example_app.uploads.service import s3_records
 from offload.aws import cloudformation, sqs, tasks_table
 from offload.models import TaskState
 from offload.observability import logger
+from offload.queues import QUEUES
 from offload.settings import get_settings
+from offload.worker.sources import s3_task_ids
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.type_defs import MessageTypeDef
 
-# Stack output → setting, for each queue the tool knows.
+# Stack output → setting: each queue's and its DLQ's URL, and the tasks table.
 STACK_OUTPUTS = {
-    "TaskQueueUrl": "OFFLOAD_TASK_QUEUE_URL",
-    "TaskDeadLetterQueueUrl": "OFFLOAD_TASK_DLQ_URL",
-    "EmailQueueUrl": "OFFLOAD_EMAIL_QUEUE_URL",
-    "EmailDeadLetterQueueUrl": "OFFLOAD_EMAIL_DLQ_URL",
-    "UploadQueueUrl": "OFFLOAD_UPLOAD_QUEUE_URL",
-    "UploadDeadLetterQueueUrl": "OFFLOAD_UPLOAD_DLQ_URL",
+    **{q.url_output: q.url_variable for q in QUEUES},
+    **{q.dlq_url_output: q.dlq_url_variable for q in QUEUES},
     "TasksTableName": "OFFLOAD_TASKS_TABLE",
 }
 # How long a received dead letter stays hidden while the tool holds it (a batch of ten is
@@ -74,12 +70,10 @@ class DeadLetter:
 
 
 def queue_pairs(only: str | None = None) -> list[QueuePair]:
-    """The configured queues with their DLQs (upload too, when its URLs are set)."""
+    """The configured queues with their DLQs (those whose URLs are both set)."""
     settings = get_settings()
     pairs = [
-        QueuePair("tasks", settings.task_queue_url, settings.task_dlq_url),
-        QueuePair("email", settings.email_queue_url, settings.email_dlq_url),
-        QueuePair("upload", settings.upload_queue_url, settings.upload_dlq_url),
+        QueuePair(q.name, settings.queue_url(q.name), settings.dlq_url(q.name)) for q in QUEUES
     ]
     pairs = [p for p in pairs if p.queue_url and p.dlq_url and (only in (None, p.name))]
     if not pairs:
@@ -141,26 +135,15 @@ def _task_id(message: "MessageTypeDef") -> UUID | None:
         return None
 
 
-def _upload_ids(body: str) -> list[UUID]:
-    """The uploads an S3 notification (an UploadQueue message) names."""
-    try:
-        notification = json.loads(body)
-        objects = s3_records(notification) if isinstance(notification, dict) else []
-    except (ValueError, KeyError, TypeError):
-        return []
-    return [parsed[0] for obj in objects if (parsed := parse_upload_key(obj.key)) is not None]
-
-
-def _tasks_of(message: "MessageTypeDef") -> list[tuple[UUID, str | None]]:
-    """The tasks (id, kind if the message says) that a dead letter stands for."""
+def _tasks_of(message: "MessageTypeDef") -> list[UUID]:
+    """The tasks that a dead letter stands for: the task of a task message, or those that an S3
+    notification names by the key convention (offload.object_keys)."""
     task_id = _task_id(message)
-    if task_id is not None:
-        return [(task_id, _attribute(message, "kind"))]
-    return [(upload_id, UPLOAD_KIND) for upload_id in _upload_ids(message["Body"])]
+    return [task_id] if task_id is not None else s3_task_ids(message["Body"])
 
 
 def describe(message: "MessageTypeDef") -> DeadLetter:
-    task_id = next(iter(_tasks_of(message)), (None, None))[0]
+    task_id = next(iter(_tasks_of(message)), None)
     status = tasks_table.get(task_id) if task_id else None
     receives = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "0"))
     error = _attribute(message, "error") or (status.error if status else None)
@@ -237,7 +220,7 @@ def _decide(message: "MessageTypeDef", redriven: set[UUID]) -> Verdict:
     A task found `queued` counts as redriven: a redrive reset it and stopped before moving its
     message (a duplicate copy on the queue is then one more delivery, which the worker dedups).
     """
-    task_ids = [task_id for task_id, _ in _tasks_of(message)]
+    task_ids = _tasks_of(message)
     if not task_ids:
         return Verdict("leave", "names no task", {})
     if redriven.intersection(task_ids):
@@ -331,7 +314,9 @@ def _short(text: str | None, width: int) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m offload.dlq", description=__doc__)
     parser.add_argument("command", choices=["list", "redrive", "purge"])
-    parser.add_argument("--queue", help="only this queue: tasks, email or upload")
+    parser.add_argument(
+        "--queue", choices=[q.name for q in QUEUES], help="only this queue (default: all)"
+    )
     parser.add_argument("--stack", help="take queue URLs from this CloudFormation stack")
     parser.add_argument("--yes", action="store_true", help="purge without asking")
     parser.add_argument("--json", action="store_true", help="list as JSON lines")

@@ -13,7 +13,8 @@ from offload.aws import sqs, tasks_table
 from offload.errors import EnqueueError
 from offload.models import TaskMessage, TaskState
 from offload.observability import logger
-from offload.registry import QueueName, TaskDefinition
+from offload.queues import QueueName
+from offload.registry import TaskDefinition
 from offload.settings import get_settings
 
 

@@ -1,4 +1,11 @@
-"""Domain errors. The worker decides retry or dead-letter from these types alone."""
+"""Domain errors. The worker decides the outcome of a task from these types alone:
+
+- TransientTaskError (and any error not listed here): retry after a backoff; `retrying`, then
+  `dead` when the queue's receives run out;
+- PermanentTaskError: the message goes to the DLQ at once; `dead` (an operator looks);
+- UnprocessableInputError: the input can never succeed; `failed` with the reason, for the user
+  (no retry, no DLQ, no alarm).
+"""
 
 
 class TaskError(Exception):
@@ -23,6 +30,12 @@ class EmailRejectedError(PermanentTaskError):
 
 class RecipientNotAllowedError(PermanentTaskError):
     """The recipient is not on this stage's allow-list (OFFLOAD_ALLOWED_RECIPIENTS)."""
+
+
+class UnprocessableInputError(TaskError):
+    """The task's input can never succeed (an empty or unreadable file, say): the task is
+    `failed` with this message as its error, for the user to read. No retry, no DLQ, no alarm:
+    nothing is wrong with the system."""
 
 
 class TransientTaskError(TaskError):

@@ -24,13 +24,9 @@ from offload.aws import tasks_table
 from offload.errors import EnqueueError
 from offload.models import TaskState
 from offload.observability import logger
-from offload.registry import QueueName, call
+from offload.queues import QueueName, queue_named
+from offload.registry import call
 from offload.settings import get_settings
-
-QUEUE_VARIABLES: dict[QueueName, str] = {
-    "tasks": "OFFLOAD_TASK_QUEUE_URL",
-    "email": "OFFLOAD_EMAIL_QUEUE_URL",
-}
 
 
 class QueueNotConfiguredError(EnqueueError):
@@ -83,7 +79,7 @@ def unqueued(calls: Sequence[C]) -> list[C]:
     settings = get_settings()
     missing = [c for c in calls if isinstance(c, LocalCall) or not settings.queue_url(c.queue)]
     if missing and on_lambda():
-        variable = QUEUE_VARIABLES[missing[0].queue]
+        variable = queue_named(missing[0].queue).url_variable
         raise QueueNotConfiguredError(
             f"{variable} is not set: tasks cannot be queued, and running them inside a Lambda "
             "function is not supported; set the queue URLs in the function's environment"
@@ -94,7 +90,7 @@ def unqueued(calls: Sequence[C]) -> list[C]:
 @cache
 def warn_once(queue: QueueName) -> None:
     """Say once per process, loudly, that this queue's tasks run in-process."""
-    variable = QUEUE_VARIABLES[queue]
+    variable = queue_named(queue).url_variable
     logger.warning(
         "%s is not set: running tasks in-process, NOT durable "
         "(set the queue URLs or use `make run`)",

@@ -17,16 +17,15 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, Literal, ParamSpec, TypeVar, overload
+from typing import Any, ParamSpec, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from pydantic.errors import PydanticUserError
 from pydantic_core import PydanticSerializationError
 
 from offload.errors import PermanentTaskError, TaskError, UnknownTaskError
+from offload.queues import QueueName
 from offload.settings import get_settings
-
-QueueName = Literal["tasks", "email"]
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -4,10 +4,14 @@ On AWS the template sets these variables on each function; locally the runner co
 from the same template, so there is one source of truth.
 """
 
+import os
 from functools import lru_cache
+from typing import Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from offload.queues import QUEUES
 
 # DynamoDB and SQS calls are idempotent or conditional, so the SDK may retry them: at most
 # AWS_MAX_ATTEMPTS attempts of AWS_CONNECT_TIMEOUT_SECONDS + AWS_READ_TIMEOUT_SECONDS each, with
@@ -29,10 +33,10 @@ class Settings(BaseSettings):
     stage: str = "local"
     tasks_table: str = ""
     idempotency_table: str = ""
-    task_queue_url: str = ""
-    email_queue_url: str = ""
-    task_dlq_url: str = ""
-    email_dlq_url: str = ""
+    # Each queue's URL and its DLQ's, by queue name, from the variables offload.queues names
+    # (OFFLOAD_TASK_QUEUE_URL, OFFLOAD_TASK_DLQ_URL, ...); see queue_url() and dlq_url().
+    queue_urls: dict[str, str] = Field(default_factory=dict)
+    dlq_urls: dict[str, str] = Field(default_factory=dict)
     sender_email: str = "noreply@example.com"
     # Receives after which SQS moves a message to the DLQ; mirrors the queue's redrive policy.
     # With the backoff below, 12 receives outlive 705 to 1410 s of failures (README, "Retries").
@@ -59,8 +63,6 @@ class Settings(BaseSettings):
     task_modules: str = ""
     # Uploads (POST /uploads → S3 → UploadQueue → UploadWorker).
     upload_bucket: str = ""
-    upload_queue_url: str = ""
-    upload_dlq_url: str = ""
     upload_max_bytes: int = Field(default=1_073_741_824, ge=1)
     # A gzip upload may expand to at most this many bytes (a guard against gzip bombs). 2 GiB is
     # what the UploadWorker processes in well under its 300 s: the pipeline ran a typical CSV at
@@ -80,6 +82,18 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1_048_576, ge=1)
     # Comma-separated addresses or domains email may go to; empty allows any.
     allowed_recipients: str = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _queue_urls_from_the_environment(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data.setdefault(
+                "queue_urls", {q.name: os.environ.get(q.url_variable, "") for q in QUEUES}
+            )
+            data.setdefault(
+                "dlq_urls", {q.name: os.environ.get(q.dlq_url_variable, "") for q in QUEUES}
+            )
+        return data
 
     @field_validator("api_token")
     @classmethod
@@ -101,12 +115,12 @@ class Settings(BaseSettings):
         return ses + aws_call_worst_seconds()
 
     def queue_url(self, queue: str) -> str:
-        urls = {"tasks": self.task_queue_url, "email": self.email_queue_url}
-        return urls[queue]
+        """The queue's URL ("" if its variable is not set)."""
+        return self.queue_urls.get(queue, "")
 
     def dlq_url(self, queue: str) -> str:
-        urls = {"tasks": self.task_dlq_url, "email": self.email_dlq_url}
-        return urls[queue]
+        """The URL of the queue's dead-letter queue ("" if its variable is not set)."""
+        return self.dlq_urls.get(queue, "")
 
 
 @lru_cache

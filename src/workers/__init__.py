@@ -1,1 +1,1 @@
-"""SQS-triggered Lambda handlers. Each is wiring only; the logic is offload.worker."""
+"""SQS-triggered Lambda handlers. Each is wiring only; the lifecycle is offload.worker."""

@@ -263,7 +263,7 @@ def test_near_the_timeout_records_go_back_untouched(aws: AwsStack) -> None:
 
 # ---------------------------------------------------------------- a worker that died
 def test_a_dead_workers_in_progress_record_expires_at_its_timeout(aws: AwsStack) -> None:
-    from offload.worker import _runner
+    from offload.worker.runtime import _runner
 
     (message,) = enqueue([email_call()])
     data = message.model_dump(mode="json")

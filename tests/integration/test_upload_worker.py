@@ -20,7 +20,7 @@ from uuid import UUID
 import boto3
 import pytest
 import requests
-from botocore.exceptions import ReadTimeoutError
+from botocore.exceptions import ClientError, ReadTimeoutError
 from botocore.response import StreamingBody
 from fastapi.testclient import TestClient
 
@@ -140,6 +140,9 @@ def test_sqs_event_cleans_summarises_and_writes_results(
     summary = json.loads(uploads.get(f"results/{SQS_UPLOAD}/summary.json"))
     assert summary["upload_id"] == str(SQS_UPLOAD)
     assert summary["columns"] == task.result["columns"]
+    # And it ran as a task does, under idempotency keyed on its task id (the upload id)
+    [record] = uploads.stack.table_items(uploads.stack.idempotency_table)
+    assert record["status"] == {"S": "COMPLETED"}
 
 
 def test_a_key_with_spaces_and_unicode_is_decoded(
@@ -167,10 +170,9 @@ def test_a_direct_s3_event_as_sam_local_invoke_sends_it(
     assert uploads.task(PUT_UPLOAD).state is TaskState.SUCCEEDED
 
 
-def test_every_s3_record_in_a_message_is_handled(
-    uploads: Uploads, event: EventLoader, lambda_context: Any
-) -> None:
-    # Given one SQS message whose S3 notification holds two records
+def two_objects(uploads: Uploads, event: EventLoader) -> dict[str, Any]:
+    """One SQS message whose S3 notification holds two records: SQS_UPLOAD's object, then
+    PUT_UPLOAD's, both in the bucket."""
     message = uploads.aimed(event("sqs-upload-worker.json"))
     body = json.loads(message["Records"][0]["body"])
     second = json.loads(json.dumps(body["Records"][0]))
@@ -179,12 +181,57 @@ def test_every_s3_record_in_a_message_is_handled(
     message["Records"][0]["body"] = json.dumps(body)
     uploads.put(SQS_KEY, b"x\n1\n")
     uploads.put(f"uploads/{PUT_UPLOAD}/second file.csv", b"y\n2\n")
+    return message
+
+
+def test_every_s3_record_in_a_message_is_handled(
+    uploads: Uploads, event: EventLoader, lambda_context: Any
+) -> None:
+    # Given one SQS message whose S3 notification holds two records
+    message = two_objects(uploads, event)
 
     response = handler(message, lambda_context)
 
     assert response == {"batchItemFailures": []}
     assert uploads.task(SQS_UPLOAD).state is TaskState.SUCCEEDED
     assert uploads.task(PUT_UPLOAD).state is TaskState.SUCCEEDED
+
+
+def test_an_object_that_must_retry_leaves_the_others_of_its_notification_done(
+    uploads: Uploads, event: EventLoader, lambda_context: Any
+) -> None:
+    # Given one SQS message whose S3 notification holds two objects, and S3 throttling the
+    # read of the first one
+    message = two_objects(uploads, event)
+
+    def slow_down(params: dict[str, Any], **_: Any) -> None:
+        if params["Key"] == SQS_KEY:
+            raise ClientError(
+                {"Error": {"Code": "SlowDown"}, "ResponseMetadata": {"HTTPStatusCode": 503}},
+                "GetObject",
+            )
+
+    s3 = clients.s3()
+    s3.meta.events.register("before-parameter-build.s3.GetObject", slow_down)
+    try:
+        # When the UploadWorker gets it
+        response = handler(message, lambda_context)
+    finally:
+        s3.meta.events.unregister("before-parameter-build.s3.GetObject", slow_down)
+
+    # Then the message is reported failed, so that it comes back: the first upload will retry,
+    # the second is done
+    record_id = message["Records"][0]["messageId"]
+    assert response == {"batchItemFailures": [{"itemIdentifier": record_id}]}
+    assert uploads.task(SQS_UPLOAD).state is TaskState.RETRYING
+    done = uploads.task(PUT_UPLOAD)
+    assert done.state is TaskState.SUCCEEDED
+
+    # When the message comes back, then the first runs, and the second is not run again
+    message["Records"][0]["attributes"]["ApproximateReceiveCount"] = "2"
+    assert handler(message, lambda_context) == {"batchItemFailures": []}
+    assert uploads.task(SQS_UPLOAD).state is TaskState.SUCCEEDED
+    assert uploads.task(PUT_UPLOAD).updated_at == done.updated_at
 
 
 def test_s3_test_event_is_ignored(
@@ -378,7 +425,7 @@ def test_a_dead_upload_redriven_from_its_dlq_is_processed_again(
     uploads.sqs.send_message(QueueUrl=dlq_url, MessageBody=notification)
     try:
         # When an operator redrives the upload DLQ
-        assert dlq.main(["redrive", "--queue", "upload"]) == 0
+        assert dlq.main(["redrive", "--queue", "uploads"]) == 0
 
         # Then the upload is queued again (not skipped as finished), and the worker runs it
         assert uploads.task(SQS_UPLOAD).state is TaskState.QUEUED
@@ -714,15 +761,15 @@ def test_a_second_object_for_the_same_upload_neither_runs_beside_the_first_nor_m
     # When a copy of the first file's notification arrives while that invocation holds it
     # Then it does not run beside it: it comes back later, nothing is written
     assert _failed_records(copy, _late_context(60)) == ["copy-of-first"]
-    [held] = json_logs.find("upload held by another delivery; returned to the queue")
+    [held] = json_logs.find("task is running in another delivery")
     assert held["retry_in_seconds"] <= 3
     assert uploads.task(SQS_UPLOAD).state is TaskState.RUNNING
     assert uploads.keys("results/") == []
 
     # When the second file's notification arrives, then it is ignored for good, and logged
     assert handler(second, _late_context(60)) == {"batchItemFailures": []}
-    [ignored] = json_logs.find("a second object for this upload; ignored")
-    assert (ignored["key"], ignored["upload_key"]) == (second_key, SQS_KEY)
+    [ignored] = json_logs.find("task claimed from another origin first; ignored")
+    assert (ignored["origin"], ignored["claimed_origin"]) == (second_key, SQS_KEY)
     assert uploads.keys("results/") == []
 
     # When the first file's message comes back after that invocation's timeout, then it runs

@@ -136,7 +136,7 @@ def test_a_late_duplicate_waits_until_the_holders_record_expires(
     aws: AwsStack, json_logs: JsonLogs, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from offload.settings import get_settings
-    from offload.worker import _runner
+    from offload.worker.runtime import _runner
 
     monkeypatch.setenv("OFFLOAD_MAX_RECEIVE_COUNT", "4")
     get_settings.cache_clear()

@@ -9,7 +9,7 @@ import pytest
 
 from example_app.notifications import write_log
 from offload.enqueue import TaskCall, enqueue
-from offload.errors import TransientTaskError
+from offload.errors import TransientTaskError, UnprocessableInputError
 from offload.local.lambda_runtime import LambdaContext, sqs_event
 from offload.registry import definition_of, task
 from tests.support import REGION, SENDER, AwsStack, EventLoader, JsonLogs
@@ -26,6 +26,12 @@ def flaky(key: str, failures: int) -> str:
     if _flaky_calls[key] <= failures:
         raise TransientTaskError("SES Throttling: Maximum sending rate exceeded")
     return f"done after {_flaky_calls[key]}"
+
+
+@task(name="tests_unprocessable")
+def unprocessable(reason: str) -> None:
+    """A task whose input can never succeed (say, a file that is not an image)."""
+    raise UnprocessableInputError(reason)
 
 
 def queue_arn(queue_url: str) -> str:
@@ -134,6 +140,28 @@ def test_send_email_on_the_task_queue_is_refused(
     assert status is not None and status["state"] == "dead"
     assert "email queue" in status["error"]
     assert len(aws.receive_all(aws.task_dlq)) == 1
+
+
+def test_a_task_whose_input_can_never_succeed_fails_without_retry_or_dlq(
+    aws: AwsStack, lambda_context: LambdaContext, json_logs: JsonLogs
+) -> None:
+    # Given a task on the TaskQueue whose input can never succeed
+    definition = definition_of(unprocessable)
+    payload = definition.payload(reason="the image is not a PNG")
+    (message,) = enqueue([TaskCall(definition, payload)])
+
+    # When the TaskWorker runs it
+    response = task_worker.handler(received_event(aws.task_queue), lambda_context)
+
+    # Then the record is done with (no retry), the task failed with the reason, and nothing
+    # went to the DLQ (no alarm: the system is fine, the user is told why)
+    assert response == {"batchItemFailures": []}
+    status = aws.task(message.task_id)
+    assert status is not None
+    assert (status["state"], status["error"]) == ("failed", "the image is not a PNG")
+    assert aws.receive_all(aws.task_dlq) == []
+    [line] = json_logs.find("task input can never succeed; failed")
+    assert (line["level"], line["reason"]) == ("WARNING", "the image is not a PNG")
 
 
 # ------------------------------------------------------------------ EmailWorker, events/ in

@@ -152,6 +152,7 @@ def main(shapes: list[str]) -> None:
         POWERTOOLS_METRICS_NAMESPACE="OffloadTests",
         OFFLOAD_UPLOAD_BUCKET=BUCKET,
         OFFLOAD_TASKS_TABLE="tasks",
+        OFFLOAD_IDEMPOTENCY_TABLE="idempotency",
     )
     import boto3
     from moto import mock_aws
@@ -159,12 +160,13 @@ def main(shapes: list[str]) -> None:
     with mock_aws():
         s3 = boto3.client("s3")
         s3.create_bucket(Bucket=BUCKET)
-        boto3.client("dynamodb").create_table(
-            TableName="tasks",
-            AttributeDefinitions=[{"AttributeName": "task_id", "AttributeType": "S"}],
-            KeySchema=[{"AttributeName": "task_id", "KeyType": "HASH"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        for table, key in (("tasks", "task_id"), ("idempotency", "id")):
+            boto3.client("dynamodb").create_table(
+                TableName=table,
+                AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"}],
+                KeySchema=[{"AttributeName": key, "KeyType": "HASH"}],
+                BillingMode="PAY_PER_REQUEST",
+            )
         for index, shape in enumerate(shapes):
             outcome = _measure(shape, UUID(int=index + 1, version=4))
             print(RESULT, json.dumps(outcome), flush=True)

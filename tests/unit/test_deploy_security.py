@@ -249,6 +249,39 @@ def test_each_function_has_its_own_role_that_names_its_log_group_and_its_queue()
         assert polled == {str(queue)}, function
 
 
+IDEMPOTENCY_RECORDS = {
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",
+}
+
+
+def test_every_worker_may_keep_idempotency_records_and_import_its_tasks() -> None:
+    # Given the template as deployed, and its SQS-triggered workers
+    cfn = translated()
+    resources = cfn["Resources"]
+    roles = function_roles(cfn)
+    workers = {
+        r["Properties"]["FunctionName"]["Ref"]
+        for r in resources.values()
+        if r["Type"] == "AWS::Lambda::EventSourceMapping"
+    }
+    assert workers == {"TaskWorker", "EmailWorker", "UploadWorker"}
+
+    for worker in workers:
+        # Then each runs its tasks under idempotency: its role may read and write the records
+        statements = role_statements(cfn, roles[worker])
+        table = {"Fn::GetAtt": ["IdempotencyTable", "Arn"]}
+        assert allowed(statements, table) == IDEMPOTENCY_RECORDS, worker
+
+    # And the UploadWorker may import the module of its one task
+    from example_app.uploads.tasks import process_upload
+
+    variables = resources["UploadWorker"]["Properties"]["Environment"]["Variables"]
+    assert process_upload.__module__ in variables["OFFLOAD_TASK_MODULES"].split(",")
+
+
 # ------------------------------------------------------------------ CORS
 
 

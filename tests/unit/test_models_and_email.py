@@ -11,7 +11,7 @@ from example_app.emails import MAX_BODY_CHARS, EmailContent, send_email
 from offload.errors import InvalidMessageError, PermanentTaskError
 from offload.models import TaskMessage, TaskState
 from offload.registry import InvalidTaskArgumentsError, definition_of
-from offload.worker import parse_message
+from offload.worker.sources import parse_message
 from tests.support import load_event
 
 GOOD = {"to": "ann@example.com", "subject": "Hello", "text": "Body"}

@@ -3,7 +3,8 @@
 import pytest
 from pydantic import ValidationError
 
-from example_app.uploads.models import MAX_FILENAME_CHARS, UploadCreate, upload_key
+from example_app.uploads.models import MAX_FILENAME_CHARS, UploadCreate
+from offload.object_keys import object_key
 
 
 def accepted(filename: str) -> str:
@@ -49,6 +50,6 @@ def test_the_object_key_stays_under_the_upload_prefix() -> None:
     from uuid import uuid4
 
     upload_id = uuid4()
-    key = upload_key(upload_id, accepted("../../results/x.csv"))
+    key = object_key(upload_id, accepted("../../results/x.csv"))
 
     assert key == f"uploads/{upload_id}/x.csv"

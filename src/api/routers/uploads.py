@@ -10,10 +10,11 @@ from starlette.concurrency import run_in_threadpool
 
 from api.models import ErrorDetail
 from api.security import BODY_ERRORS, UNAUTHORIZED
-from example_app.uploads.models import UPLOAD_KIND, UploadCreate, result_keys, upload_key
+from example_app.uploads.models import UPLOAD_KIND, UploadCreate, result_keys
 from offload.aws import tasks_table, uploads_s3
 from offload.fastapi import caller_subject
 from offload.models import TaskState
+from offload.object_keys import object_key
 from offload.settings import get_settings
 
 router = APIRouter(prefix="/uploads", tags=["uploads"], responses=UNAUTHORIZED)
@@ -66,7 +67,7 @@ async def create_upload(
     settings = get_settings()
     bucket = _bucket()
     upload_id = uuid4()
-    key = upload_key(upload_id, upload.filename)
+    key = object_key(upload_id, upload.filename)
     await run_in_threadpool(tasks_table.create, upload_id, UPLOAD_KIND, caller_subject(request))
     post = await run_in_threadpool(
         lambda: uploads_s3.presigned_post(

@@ -1,8 +1,10 @@
-"""Why an upload can never succeed. The worker marks such a task `failed` at once, with the
-message as its error, and does not retry it."""
+"""Why an upload can never succeed. Each is an UnprocessableInputError: the worker marks the
+task `failed` at once, with the message as its error, and does not retry it."""
+
+from offload.errors import UnprocessableInputError
 
 
-class InvalidUploadError(Exception):
+class InvalidUploadError(UnprocessableInputError):
     """The uploaded file can never be processed; the message says why, for the user."""
 
 

@@ -11,7 +11,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from offload.settings import get_settings
 
 UPLOAD_KIND = "process_upload"
-UPLOAD_PREFIX = "uploads/"
 RESULTS_PREFIX = "results/"
 MAX_FILENAME_CHARS = 200
 TEXT_SUFFIXES = {".csv": ",", ".tsv": "\t", ".tab": "\t", ".txt": ","}
@@ -61,27 +60,11 @@ def delimiter_for(filename: str, content_type: str | None = None) -> str:
     return "\t" if media in TSV_TYPES else ","
 
 
-def upload_key(upload_id: UUID, filename: str) -> str:
-    return f"{UPLOAD_PREFIX}{upload_id}/{filename}"
-
-
 def result_keys(upload_id: UUID) -> dict[str, str]:
     return {
         "cleaned_csv": f"{RESULTS_PREFIX}{upload_id}/cleaned.csv",
         "summary_json": f"{RESULTS_PREFIX}{upload_id}/summary.json",
     }
-
-
-def parse_upload_key(key: str) -> tuple[UUID, str] | None:
-    """(upload_id, filename) from `uploads/{upload_id}/{filename}`, or None for other keys."""
-    prefix, _, rest = key.partition("/")
-    upload_id, _, filename = rest.partition("/")
-    if f"{prefix}/" != UPLOAD_PREFIX or not filename or "/" in filename:
-        return None
-    try:
-        return UUID(upload_id), filename
-    except ValueError:
-        return None
 
 
 class UploadCreate(BaseModel):

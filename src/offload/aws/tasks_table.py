@@ -64,8 +64,10 @@ def transition(
     result: Any = None,
     owner: str | None = None,
     lease_seconds: float | None = None,
+    origin: str | None = None,
 ) -> bool:
-    """Move a task to `state`. Returns False if the task had already finished.
+    """Move a task to `state`. Returns False if the task had already finished, or if `origin`
+    is given and the task was first claimed from another origin (see claim()).
 
     A finished task (succeeded, failed or dead) never moves back (only requeue_dead does, for a
     redrive). A record that does not exist yet is created, so a message that did not come
@@ -114,8 +116,13 @@ def transition(
         sets.append("#result = :result")
         names["#result"] = "result"
         values[":result"] = {"S": json.dumps(result, default=str)}
+    condition = "(attribute_not_exists(#state) OR NOT #state IN (:f0, :f1, :f2))"
+    if origin is not None:
+        sets.append("#origin = if_not_exists(#origin, :origin)")
+        names["#origin"] = "origin"
+        values[":origin"] = {"S": origin}
+        condition += " AND (attribute_not_exists(#origin) OR #origin = :origin)"
     update = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
-    condition = "attribute_not_exists(#state) OR NOT #state IN (:f0, :f1, :f2)"
     for index, final in enumerate(FINAL_STATES):
         values[f":f{index}"] = {"S": final}
     try:
@@ -194,66 +201,42 @@ def get(task_id: UUID) -> TaskRecord | None:
 
 @dataclass(frozen=True)
 class Claim:
-    """What claim() found: the task is this holder's now, or why not."""
+    """What claim() found: the task is this delivery's to run now, or why not."""
 
     taken: bool
-    finished: bool = False  # the task had already finished
-    other_key: str | None = None  # the task belongs to another object
-    seconds_left: float = 0.0  # how long another holder still keeps it
+    # Refused because another origin claimed the task first (otherwise: the task had finished).
+    other_origin: str | None = None
 
 
 def claim(
-    task_id: UUID, kind: str, *, key: str, holder: str, seconds: float, attempts: int
+    task_id: UUID,
+    kind: str,
+    *,
+    attempts: int,
+    lease_seconds: float,
+    owner: str | None = None,
+    origin: str | None = None,
 ) -> Claim:
-    """Move a task to `running` for one holder and one object `key`, for `seconds` at most.
+    """Move a task to `running` for one delivery, leased for `lease_seconds` (its time left).
 
-    Refused while the task is finished, while another holder runs it (until that holder's
-    lease ends: its Lambda's timeout), and for good once another key has claimed it: the first
-    object to claim a task is the only one that may ever run it. A task that is no longer
-    `running` (retrying after a transient error) has no holder. One conditional write; one
-    consistent read more when refused.
+    Refused while the task is finished: the delivery is a duplicate. With an `origin` (what the
+    call was built from, such as an S3 object's key), refused for good once another origin has
+    claimed the task: the first origin to claim a task is the only one that may ever run it.
+    Two deliveries of one task may both claim it; idempotency then lets one of them run it.
+    One conditional write; one consistent read more when a claim with an origin is refused.
     """
-    now = utcnow()
-    names = {"#state": "state", "#kind": "kind"}
-    values: dict[str, AttributeValueTypeDef] = {
-        ":running": {"S": TaskState.RUNNING.value},
-        ":kind": {"S": kind},
-        ":now": {"S": now.isoformat()},
-        ":clock": {"N": f"{now.timestamp():.3f}"},
-        ":until": {"N": f"{now.timestamp() + seconds:.3f}"},
-        ":expires": {"N": _expires_at(now)},
-        ":attempts": {"N": str(attempts)},
-        ":key": {"S": key},
-        ":holder": {"S": holder},
-    }
-    for index, final in enumerate(FINAL_STATES):
-        values[f":f{index}"] = {"S": final}
-    table = clients.dynamodb()
-    try:
-        table.update_item(
-            TableName=get_settings().tasks_table,
-            Key={"task_id": {"S": str(task_id)}},
-            UpdateExpression=(
-                "SET #state = :running, #kind = :kind, updated_at = :now, "
-                "created_at = if_not_exists(created_at, :now), expires_at = :expires, "
-                "attempts = :attempts, object_key = :key, holder = :holder, "
-                "lease_expires_at = :until"
-            ),
-            ConditionExpression=(
-                "(attribute_not_exists(#state) OR NOT #state IN (:f0, :f1, :f2)) "
-                "AND (attribute_not_exists(object_key) OR object_key = :key) "
-                "AND (attribute_not_exists(lease_expires_at) OR lease_expires_at < :clock "
-                "OR #state <> :running)"
-            ),
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=values,
-        )
-    except table.exceptions.ConditionalCheckFailedException:
-        return _why_not_claimed(task_id, key, now.timestamp())
-    return Claim(taken=True)
-
-
-def _why_not_claimed(task_id: UUID, key: str, clock: float) -> Claim:
+    if transition(
+        task_id,
+        kind,
+        TaskState.RUNNING,
+        attempts=attempts,
+        owner=owner,
+        lease_seconds=lease_seconds,
+        origin=origin,
+    ):
+        return Claim(taken=True)
+    if origin is None:
+        return Claim(taken=False)
     item = (
         clients.dynamodb()
         .get_item(
@@ -263,11 +246,7 @@ def _why_not_claimed(task_id: UUID, key: str, clock: float) -> Claim:
         )
         .get("Item", {})
     )
-    state = item.get("state", {}).get("S")
-    if state in FINAL_STATES:
-        return Claim(taken=False, finished=True)
-    owner_key = item.get("object_key", {}).get("S")
-    if owner_key is not None and owner_key != key:
-        return Claim(taken=False, other_key=owner_key)
-    until = float(item.get("lease_expires_at", {}).get("N", "0"))
-    return Claim(taken=False, seconds_left=max(0.0, until - clock))
+    other = item.get("origin", {}).get("S")
+    if item.get("state", {}).get("S") in FINAL_STATES or other in (None, origin):
+        return Claim(taken=False)
+    return Claim(taken=False, other_origin=other)

@@ -5,9 +5,9 @@ from typing import IO, TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from example_app.uploads.errors import UploadMissingError
 from offload.aws import clients
 from offload.aws.errors import error_code, transient_errors
+from offload.errors import UnprocessableInputError
 from offload.observability import logger
 
 if TYPE_CHECKING:
@@ -16,6 +16,10 @@ if TYPE_CHECKING:
 # S3 takes parts of 5 MiB to 5 GiB (the last may be smaller), at most 10,000 of them.
 PART_BYTES = 8 * 1024 * 1024
 MISSING_CODES = {"NoSuchKey", "404", "NotFound", "NoSuchBucket"}
+
+
+class ObjectMissingError(UnprocessableInputError):
+    """The object was deleted before it could be read."""
 
 
 def presigned_post(
@@ -68,15 +72,13 @@ class S3Object:
 
 
 def open_object(bucket: str, key: str) -> S3Object:
-    """GET an object for streaming. UploadMissingError if it no longer exists."""
+    """GET an object for streaming. ObjectMissingError if it no longer exists."""
     try:
         with transient_errors("S3 GetObject"):
             return S3Object(clients.s3().get_object(Bucket=bucket, Key=key))
     except ClientError as exc:
         if error_code(exc) in MISSING_CODES:
-            raise UploadMissingError(
-                "the uploaded file was deleted before it could be processed"
-            ) from exc
+            raise ObjectMissingError(f"s3://{bucket}/{key} no longer exists") from exc
         raise
 
 

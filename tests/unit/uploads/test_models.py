@@ -5,9 +5,10 @@ from uuid import UUID
 import pytest
 from pydantic import ValidationError
 
-from example_app.uploads.models import UploadCreate, parse_upload_key, sanitise_filename
-from example_app.uploads.service import ObjectCreated, s3_records
+from example_app.uploads.models import UploadCreate, sanitise_filename
+from offload.object_keys import parse_object_key
 from offload.settings import get_settings
+from offload.worker.sources import ObjectCreated, s3_records
 
 UPLOAD_ID = UUID("7c9e6679-7425-40de-944b-e07fc1f90ae7")
 
@@ -50,11 +51,11 @@ def test_upload_create_accepts_csv_tsv_and_gzip(monkeypatch: pytest.MonkeyPatch)
         get_settings.cache_clear()
 
 
-def test_parse_upload_key() -> None:
-    assert parse_upload_key(f"uploads/{UPLOAD_ID}/a b.csv") == (UPLOAD_ID, "a b.csv")
-    assert parse_upload_key(f"uploads/{UPLOAD_ID}/x/y.csv") is None
-    assert parse_upload_key("uploads/not-a-uuid/a.csv") is None
-    assert parse_upload_key(f"results/{UPLOAD_ID}/cleaned.csv") is None
+def test_parse_object_key() -> None:
+    assert parse_object_key(f"uploads/{UPLOAD_ID}/a b.csv") == (UPLOAD_ID, "a b.csv")
+    assert parse_object_key(f"uploads/{UPLOAD_ID}/x/y.csv") is None
+    assert parse_object_key("uploads/not-a-uuid/a.csv") is None
+    assert parse_object_key(f"results/{UPLOAD_ID}/cleaned.csv") is None
 
 
 def test_s3_records_decode_every_key() -> None:

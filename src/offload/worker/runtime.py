@@ -1,0 +1,447 @@
+"""The task lifecycle: every record of every queue goes through these steps, written once here.
+
+For each SQS record:
+1. Deadline: with less than OFFLOAD_RECORD_TIME_BUDGET_MS left, the record goes back to the
+   queue untouched, after the same backoff as a transient failure (the receive counted).
+2. Parse, by the queue's source (offload.worker.sources): a body that can never be read is
+   poison; it is copied to the queue's DLQ once, with the reason, and nothing else is touched.
+   No task is read or written on the word of a message that failed validation.
+3. For each task call in the body:
+   - claim: the task becomes `running`, leased for the invocation's time left. A copy of a
+     finished task is a duplicate delivery: dropped, with a log line. A call from an origin
+     other than the one that first claimed the task (a second S3 object) is ignored for good;
+   - run under Powertools idempotency keyed on the task id: a copy racing a delivery that runs
+     the task is held (it comes back once that delivery has ended or expired);
+   - classify and record the outcome (offload.errors):
+     succeeded → `succeeded`, with the result;
+     UnprocessableInputError → `failed` with the reason: no retry, no DLQ, no alarm;
+     PermanentTaskError → the message is copied to the DLQ at once; `dead`;
+     any other error (transient) → `retrying` (`dead` on the queue's last receive: SQS then
+     moves the message), back after an exponential backoff with jitter;
+   - metrics.
+4. A record with a call that must come back (transient, held) is reported failed, so that it
+   returns after the longest delay its calls asked for; its other calls are done and recorded,
+   and a copy of them is dropped as a duplicate. Otherwise Lambda deletes the record.
+
+A direct event that a source reads (S3's, as `sam local invoke` passes it) runs its calls the
+same way, as its first delivery; it has no DLQ, and a call that must come back raises, so that
+Lambda retries the event.
+"""
+
+import json
+import math
+import time
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+from uuid import UUID
+
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.idempotency import (
+    DynamoDBPersistenceLayer,
+    IdempotencyConfig,
+)
+from aws_lambda_powertools.utilities.idempotency.exceptions import (
+    IdempotencyAlreadyInProgressError,
+)
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from offload import claim_check, deadline
+from offload.aws import idempotency, tasks_table
+from offload.errors import (
+    InvalidMessageError,
+    PermanentTaskError,
+    TaskError,
+    TransientTaskError,
+    UnknownTaskError,
+    UnprocessableInputError,
+)
+from offload.models import TaskMessage, TaskState
+from offload.observability import logger, metrics
+from offload.queues import QueueName, queue_named
+from offload.registry import get_task
+from offload.retries import (
+    backoff_seconds,
+    dead_letter,
+    record_transient_failure,
+    show_again_in,
+)
+from offload.settings import get_settings
+from offload.worker.sources import Call, Source
+
+# The most SQS allows for a message's visibility timeout (12 hours).
+MAX_VISIBILITY_SECONDS = 43_200
+# Larger task results are replaced by a note (see storable_result).
+MAX_RESULT_BYTES = 100_000
+# The log keys of one call; they live until the end of its record.
+CALL_LOG_KEYS = ("task_id", "kind", "correlation_id", "origin")
+
+
+class OutOfTimeError(TransientTaskError):
+    """The Lambda is near its timeout; the record goes back to the queue untouched."""
+
+
+class NoDeadLetterQueueError(TaskError):
+    """The queue's DLQ URL is not set: the record is failed instead, so that the queue's redrive
+    policy moves it to the DLQ after its receives."""
+
+
+# ---------------------------------------------------------------- running a task, once
+def _run_task(message: dict[str, Any]) -> Any:
+    return storable_result(get_task(message["kind"]).run(message["payload"]))
+
+
+def storable_result(result: Any) -> Any:
+    """The result as JSON data, or a note if it is too large to keep.
+
+    The result is stored twice (the idempotency record and the task's status), and a DynamoDB
+    item holds at most 400 KB: a larger result would fail the store after the effect, and the
+    effect would run again on the next delivery. The effect is what counts; the result is not.
+    """
+    text = json.dumps(result, default=str)
+    size = len(text.encode())
+    if size <= MAX_RESULT_BYTES:
+        return json.loads(text)
+    logger.warning(
+        "task result too large to keep; replaced by a note",
+        extra={"bytes": size, "limit": MAX_RESULT_BYTES},
+    )
+    return {
+        "result_omitted": True,
+        "bytes": size,
+        "reason": f"the result is {size} bytes; results over {MAX_RESULT_BYTES} are not kept",
+    }
+
+
+@cache
+def _runner(
+    store: DynamoDBPersistenceLayer,
+) -> tuple[IdempotencyConfig, Callable[..., Any]]:
+    """The task runner wrapped in Powertools idempotency, keyed on the task id.
+
+    Built once per persistence layer, so clients.reset() in tests gives a fresh one.
+    """
+    return idempotency.once(
+        _run_task,
+        store=store,
+        data_keyword_argument="message",
+        key_jmespath="task_id",
+        key_prefix="offload-task",
+    )
+
+
+def _run_once() -> Callable[..., Any]:
+    return _runner(idempotency.persistence_layer())[1]
+
+
+def register_context(context: LambdaContext) -> None:
+    """Let in-progress idempotency records expire at this invocation's timeout, and calls that
+    must not be cut off check the time left (offload.deadline)."""
+    _runner(idempotency.persistence_layer())[0].register_lambda_context(context)
+    deadline.start(context)
+
+
+# ---------------------------------------------------------------- one call
+class Delivery:
+    """One delivery of a record's calls: its queue, its receive count, the invocation that
+    holds it, and the SQS record (None for a direct event) that a call that can never succeed
+    is copied to the DLQ from, once."""
+
+    def __init__(
+        self,
+        queue: QueueName,
+        attempt: int,
+        invocation: deadline.Invocation,
+        record: SQSRecord | None = None,
+    ) -> None:
+        self.queue = queue
+        self.attempt = attempt
+        self.invocation = invocation
+        self.record = record
+        self._dead_lettered = False
+
+    @property
+    def lease_seconds(self) -> float:
+        """How long a task claimed now is held: the invocation's time left."""
+        return self.invocation.get_remaining_time_in_millis() / 1000
+
+    def dead_letter(self, reason: str) -> None:
+        """Copy the record to the queue's DLQ, once; Lambda then deletes it from the queue. A
+        direct event has no record to copy: the task is dead, and the log says why."""
+        if self.record is None:
+            logger.warning("a direct event has no DLQ: the task is dead, the event is not kept")
+        elif not self._dead_lettered:
+            _dead_letter(self.record, self.queue, reason)
+            self._dead_lettered = True
+
+
+@dataclass(frozen=True)
+class ComeBack:
+    """A call that must come back (transient, or held by another delivery): after `seconds`,
+    because of `error`."""
+
+    seconds: int
+    error: Exception
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one call ended: the state it left its task in (None: untouched), and whether it
+    must come back."""
+
+    state: TaskState | None
+    come_back: ComeBack | None = None
+
+
+def run_call(call: Call, delivery: Delivery) -> Outcome:
+    """Claim, run under idempotency, classify, record and count one task call."""
+    message = call.message
+    attempt = delivery.attempt
+    logger.thread_safe_append_keys(
+        task_id=str(message.task_id),
+        kind=message.kind,
+        correlation_id=message.correlation_id,
+        origin=call.origin,
+    )
+    started = time.perf_counter()
+    try:
+        claim = tasks_table.claim(
+            message.task_id,
+            message.kind,
+            attempts=attempt,
+            lease_seconds=delivery.lease_seconds,
+            owner=message.owner,
+            origin=call.origin,
+        )
+        if not claim.taken:
+            _skipped(claim)
+            return Outcome(None)
+        logger.info("task started")
+        definition = get_task(message.kind)
+        if definition.queue != delivery.queue:
+            raise UnknownTaskError(f"task {message.kind!r} belongs on the {definition.queue} queue")
+        message = claim_check.check_out(message)
+        result = _run_once()(message=message.model_dump(mode="json"))
+    except PermanentTaskError as exc:
+        return _dead(message, delivery, exc)
+    except UnprocessableInputError as exc:
+        return _failed(message, attempt, exc)
+    except IdempotencyAlreadyInProgressError as exc:
+        return _held(message, attempt, exc)
+    except Exception as exc:
+        return _retrying(message, attempt, exc)
+    return _succeeded(message, attempt, result, started)
+
+
+def _skipped(claim: tasks_table.Claim) -> None:
+    if claim.other_origin is None:
+        # A copy of a finished task (succeeded, failed or dead): the claim refuses to move it.
+        logger.info("task already finished; duplicate delivery skipped")
+    else:
+        logger.warning(
+            "task claimed from another origin first; ignored",
+            extra={"claimed_origin": claim.other_origin},
+        )
+    metrics.add_metric(name="DuplicatesSkipped", unit=MetricUnit.Count, value=1)
+
+
+def _succeeded(message: TaskMessage, attempt: int, result: Any, started: float) -> Outcome:
+    tasks_table.transition(
+        message.task_id, message.kind, TaskState.SUCCEEDED, attempts=attempt, result=result
+    )
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    logger.info("task succeeded", extra={"duration_ms": round(elapsed_ms, 1)})
+    metrics.add_metric(name="TasksSucceeded", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name="TaskDuration", unit=MetricUnit.Milliseconds, value=elapsed_ms)
+    return Outcome(TaskState.SUCCEEDED)
+
+
+def _failed(message: TaskMessage, attempt: int, exc: UnprocessableInputError) -> Outcome:
+    """The input can never succeed: the user is told why; nothing for an operator."""
+    tasks_table.transition(
+        message.task_id, message.kind, TaskState.FAILED, attempts=attempt, error=str(exc)
+    )
+    logger.warning("task input can never succeed; failed", extra={"reason": str(exc)})
+    metrics.add_metric(name="TasksFailed", unit=MetricUnit.Count, value=1)
+    return Outcome(TaskState.FAILED)
+
+
+def _dead(message: TaskMessage, delivery: Delivery, exc: PermanentTaskError) -> Outcome:
+    # DLQ first: if the status write then fails, the redelivery dead-letters it again rather
+    # than skipping it as finished.
+    logger.error(
+        "task failed permanently; sent to the DLQ without retry",
+        extra={"reason": str(exc)},
+        exc_info=exc,
+    )
+    delivery.dead_letter(str(exc))
+    tasks_table.transition(
+        message.task_id, message.kind, TaskState.DEAD, attempts=delivery.attempt, error=str(exc)
+    )
+    metrics.add_metric(name="TasksDead", unit=MetricUnit.Count, value=1)
+    return Outcome(TaskState.DEAD)
+
+
+def _held(message: TaskMessage, attempt: int, exc: IdempotencyAlreadyInProgressError) -> Outcome:
+    """Another delivery runs the task: the task is left alone, and this copy comes back."""
+    delay = _in_progress_delay(message, attempt)
+    logger.warning("task is running in another delivery", extra={"retry_in_seconds": delay})
+    return Outcome(None, ComeBack(delay, exc))
+
+
+def _retrying(message: TaskMessage, attempt: int, exc: Exception) -> Outcome:
+    delay = record_transient_failure(message.task_id, message.kind, attempt, exc)
+    if attempt >= get_settings().max_receive_count:
+        logger.error(
+            "task failed on its last attempt; SQS moves it to the DLQ",
+            extra={"reason": f"{type(exc).__name__}: {exc}"},
+            exc_info=exc,
+        )
+        metrics.add_metric(name="TasksDead", unit=MetricUnit.Count, value=1)
+        return Outcome(TaskState.DEAD, ComeBack(delay, exc))
+    logger.warning(
+        "task failed; will retry",
+        extra={"retry_in_seconds": delay, "reason": f"{type(exc).__name__}: {exc}"},
+        exc_info=exc,
+    )
+    metrics.add_metric(name="TasksRetried", unit=MetricUnit.Count, value=1)
+    return Outcome(TaskState.RETRYING, ComeBack(delay, exc))
+
+
+def _in_progress_delay(message: TaskMessage, attempt: int) -> int:
+    """When to look again at a task that another delivery holds.
+
+    A live holder finishes soon, so early receives back off briefly. From half the receives
+    on, wait until the holder's in-progress record expires (at its Lambda's timeout, if that
+    worker died), so that a duplicate never reaches the DLQ only because of the wait.
+    """
+    delay = backoff_seconds(attempt)
+    if attempt > get_settings().max_receive_count // 2:
+        left = idempotency.in_progress_seconds_left(
+            idempotency.persistence_layer(), message.model_dump(mode="json")
+        )
+        delay = max(delay, math.ceil(left) + 1)
+    return min(delay, MAX_VISIBILITY_SECONDS)
+
+
+def _come_back(outcomes: list[Outcome]) -> ComeBack | None:
+    """Whether the record (or event) must come back: after the longest delay its calls asked,
+    failed with the first of their errors."""
+    asked = [o.come_back for o in outcomes if o.come_back is not None]
+    if not asked:
+        return None
+    return ComeBack(max(c.seconds for c in asked), asked[0].error)
+
+
+# ---------------------------------------------------------------- one SQS record
+def _attribute(record: SQSRecord, name: str) -> str | None:
+    # Indexing gives a typed attribute (or None); .get() would give the raw dict.
+    value = record.message_attributes[name]
+    return value.string_value if value is not None else None
+
+
+def process_record(
+    record: SQSRecord, queue: QueueName, source: Source, context: LambdaContext
+) -> None:
+    """Run one record. Its log keys (task, attempt, correlation id) live only while it runs."""
+    attempt = int(record.attributes.approximate_receive_count)
+    keys: dict[str, Any] = {
+        "task_id": _attribute(record, "task_id"),
+        "kind": _attribute(record, "kind"),
+        "correlation_id": _attribute(record, "correlation_id"),
+        "attempt": attempt,
+        "message_id": record.message_id,
+    }
+    # Thread-safe keys: a poller may run several batches in one process (the local system).
+    logger.thread_safe_append_keys(**keys)
+    try:
+        _process(record, queue, source, context, attempt)
+    finally:
+        logger.thread_safe_remove_keys(list({*keys, *CALL_LOG_KEYS}))
+
+
+def _process(
+    record: SQSRecord, queue: QueueName, source: Source, context: LambdaContext, attempt: int
+) -> None:
+    settings = get_settings()
+    if context.get_remaining_time_in_millis() < settings.record_time_budget_ms:
+        # This receive counts toward maxReceiveCount like a failure, so it waits the same
+        # backoff: an outage that slows every invocation must not burn receives faster.
+        delay = backoff_seconds(attempt)
+        show_again_in(settings.queue_url(queue), record.receipt_handle, delay)
+        logger.warning(
+            "near the Lambda timeout; record returned to the queue untouched",
+            extra={"retry_in_seconds": delay},
+        )
+        raise OutOfTimeError("too close to the Lambda timeout; returned to the queue untouched")
+    try:
+        calls = source.calls(record.body)
+    except InvalidMessageError as exc:
+        _poison(record, queue, exc)
+        return
+    delivery = Delivery(queue, attempt, context, record)
+    back = _come_back([run_call(call, delivery) for call in calls])
+    if back is not None:
+        show_again_in(settings.queue_url(queue), record.receipt_handle, back.seconds)
+        raise back.error
+
+
+def _poison(record: SQSRecord, queue: QueueName, exc: InvalidMessageError) -> None:
+    """A body that the source cannot read: dead-letter it at once, with the reason.
+
+    Nothing else is touched: the task it claims to be (if any) is never read or written on the
+    word of a message that failed validation, so a forged or corrupted copy cannot kill a task.
+    """
+    _dead_letter(record, queue, str(exc))
+    task_id = _guess_task_id(record)
+    logger.error(
+        "poison message sent to the DLQ",
+        extra={"claimed_task_id": str(task_id) if task_id else None, "reason": str(exc)},
+        exc_info=exc,
+    )
+    metrics.add_metric(name="PoisonMessages", unit=MetricUnit.Count, value=1)
+
+
+def _guess_task_id(record: SQSRecord) -> UUID | None:
+    """The task id of a message that is not a valid task message, if it names one."""
+    candidates = [_attribute(record, "task_id") or ""]
+    with suppress(ValueError, TypeError, KeyError):
+        candidates.insert(0, str(json.loads(record.body)["task_id"]))
+    for candidate in candidates:
+        try:
+            return UUID(candidate)
+        except ValueError:
+            continue
+    return None
+
+
+def _dead_letter(record: SQSRecord, queue: QueueName, reason: str) -> None:
+    """Copy the message to the queue's DLQ with the reason; the caller lets Lambda delete it.
+    Without a DLQ URL, NoDeadLetterQueueError: the record fails, and comes back."""
+    dlq_url = get_settings().dlq_url(queue)
+    if not dlq_url:
+        variable = queue_named(queue).dlq_url_variable
+        logger.error(
+            "no DLQ URL: the record is failed, for the queue's redrive policy to move it",
+            extra={"variable": variable, "reason": reason},
+        )
+        raise NoDeadLetterQueueError(f"{variable} is not set; not dead-lettered: {reason}")
+    dead_letter(record, dlq_url, reason)
+
+
+# ---------------------------------------------------------------- a direct event
+def process_event(calls: list[Call], queue: QueueName, context: LambdaContext) -> dict[str, Any]:
+    """Run the calls of a direct event (its first delivery); raise if one must come back, so
+    that Lambda retries the event. Returns how many tasks succeeded."""
+    delivery = Delivery(queue, 1, context)
+    try:
+        outcomes = [run_call(call, delivery) for call in calls]
+    finally:
+        logger.thread_safe_remove_keys(list(CALL_LOG_KEYS))
+    back = _come_back(outcomes)
+    if back is not None:
+        raise back.error
+    return {"processed": sum(o.state is TaskState.SUCCEEDED for o in outcomes)}
