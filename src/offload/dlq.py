@@ -1,11 +1,12 @@
 """Dead-letter queue tooling: list, redrive and purge, per queue, on AWS or the local system.
 
-    python -m offload.dlq list [--queue email]
-    python -m offload.dlq redrive [--queue email]
-    python -m offload.dlq purge --queue email --yes
+    offload dlq list [--queue email] [--local | --stack NAME]
+    offload dlq redrive [--queue email]
+    offload dlq purge --queue email --yes
 
-Queue URLs come from the OFFLOAD_* settings (what the functions get), or from a stack's outputs
-with --stack NAME (`make dlq` uses the local system's stack).
+Queue URLs come from the OFFLOAD_* settings (what the functions get), from a stack's outputs
+with --stack NAME, or from the running local system with --local (its moto on 127.0.0.1 at
+OFFLOAD_MOTO_PORT, 4566 by default; `make dlq` uses it).
 
 Redrive decides per message, by the status of the task it names: a `dead` task goes back to
 `queued` (a write that requires it to be dead still), then that very message is copied to the
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Literal
 from uuid import UUID
 
 from offload.aws import cloudformation, sqs, tasks_table
+from offload.aws.errors import unreachable
 from offload.models import TaskState
 from offload.observability import logger
 from offload.queues import QUEUES
@@ -65,7 +67,7 @@ class DeadLetter:
     message_id: str
     task_id: str | None
     kind: str | None
-    attempts: int
+    attempts: int | None  # the task's attempts; None when the message names no recorded task
     error: str | None
 
 
@@ -145,13 +147,12 @@ def _tasks_of(message: "MessageTypeDef") -> list[UUID]:
 def describe(message: "MessageTypeDef") -> DeadLetter:
     task_id = next(iter(_tasks_of(message)), None)
     status = tasks_table.get(task_id) if task_id else None
-    receives = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "0"))
     error = _attribute(message, "error") or (status.error if status else None)
     return DeadLetter(
         message_id=message["MessageId"],
         task_id=str(task_id) if task_id else None,
         kind=_attribute(message, "kind") or (status.kind if status else None),
-        attempts=status.attempts if status and status.attempts else receives,
+        attempts=status.attempts if status else None,
         error=error,
     )
 
@@ -306,23 +307,65 @@ def _use_stack(name: str) -> None:
     get_settings.cache_clear()
 
 
+LOCAL_STACK = "offload-local"
+
+
+def _use_local_system() -> None:
+    """Point the AWS clients at the local system's moto (any credentials do)."""
+    port = os.environ.get("OFFLOAD_MOTO_PORT", "4566")
+    os.environ["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{port}"
+    for name, value in (
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", "local"),
+        ("AWS_SECRET_ACCESS_KEY", "local"),
+    ):
+        os.environ.setdefault(name, value)
+
+
 def _short(text: str | None, width: int) -> str:
     text = (text or "-").replace("\n", " ")
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m offload.dlq", description=__doc__)
+    try:
+        return _main(argv)
+    except Exception as exc:
+        reason = unreachable(exc)
+        if reason is None:
+            raise
+        print(
+            f"{reason}: is the local system running (`offload run`)? With other ports, export "
+            "OFFLOAD_MOTO_PORT (and use --local); for AWS, pass --stack NAME with your "
+            "credentials and region",
+            file=sys.stderr,
+        )
+        return 2
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="offload dlq",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("command", choices=["list", "redrive", "purge"])
     parser.add_argument(
         "--queue", choices=[q.name for q in QUEUES], help="only this queue (default: all)"
     )
     parser.add_argument("--stack", help="take queue URLs from this CloudFormation stack")
+    parser.add_argument(
+        "--local",
+        action="store_true",
+        help="the running local system (`offload run`): its moto at OFFLOAD_MOTO_PORT",
+    )
     parser.add_argument("--yes", action="store_true", help="purge without asking")
     parser.add_argument("--json", action="store_true", help="list as JSON lines")
     args = parser.parse_args(argv)
-    if args.stack:
-        _use_stack(args.stack)
+    if args.local:
+        _use_local_system()
+    if args.stack or args.local:
+        _use_stack(args.stack or LOCAL_STACK)
     pairs = queue_pairs(args.queue)
 
     if args.command == "purge" and not args.yes:
@@ -336,25 +379,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
     for pair in pairs:
         if args.command == "list":
-            letters = list_dead_letters(pair)
-            if args.json:
-                for letter in letters:
-                    print(json.dumps({"queue": pair.name, **letter.__dict__}))
-                continue
-            print(f"{pair.name}: {len(letters)} message(s) in {pair.dlq_url.rsplit('/', 1)[-1]}")
-            if letters:
-                print(f"  {'task id':<36}  {'kind':<14}  {'attempts':>8}  last error")
-            for letter in letters:
-                print(
-                    f"  {_short(letter.task_id, 36):<36}  {_short(letter.kind, 14):<14}  "
-                    f"{letter.attempts:>8}  {_short(letter.error, 100)}"
-                )
+            _print_list(pair, as_json=args.json)
         elif args.command == "redrive":
             print(redrive(pair).summary(pair.name))
         else:
             purge(pair)
             print(f"{pair.name}: DLQ purged")
     return 0
+
+
+def _print_list(pair: QueuePair, *, as_json: bool) -> None:
+    letters = list_dead_letters(pair)
+    if as_json:
+        for letter in letters:
+            print(json.dumps({"queue": pair.name, **letter.__dict__}))
+        return
+    print(f"{pair.name}: {len(letters)} message(s) in {pair.dlq_url.rsplit('/', 1)[-1]}")
+    if letters:
+        print(f"  {'task id':<36}  {'kind':<14}  {'attempts':>8}  last error")
+    for letter in letters:
+        attempts = "-" if letter.attempts is None else str(letter.attempts)
+        print(
+            f"  {_short(letter.task_id, 36):<36}  {_short(letter.kind, 14):<14}  "
+            f"{attempts:>8}  {_short(letter.error, 100)}"
+        )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The in-process fallback, for plain uvicorn with no queue configured (DESIGN.md).
+"""The in-process fallback, for plain uvicorn with no queue configured.
 
 A task whose queue URL is not set runs in the API's own process after the response, as
 FastAPI's BackgroundTasks would: nothing is durable, a crash loses it, and the logs say so once
@@ -93,7 +93,7 @@ def warn_once(queue: QueueName) -> None:
     variable = queue_named(queue).url_variable
     logger.warning(
         "%s is not set: running tasks in-process, NOT durable "
-        "(set the queue URLs or use `make run`)",
+        "(set the queue URLs, or run the local system: `offload run`)",
         variable,
         extra={"queue": queue, "variable": variable},
     )

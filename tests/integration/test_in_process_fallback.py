@@ -16,7 +16,7 @@ from tests.support import AwsStack, JsonLogs
 
 WARNING = (
     "OFFLOAD_TASK_QUEUE_URL is not set: running tasks in-process, NOT durable "
-    "(set the queue URLs or use `make run`)"
+    "(set the queue URLs, or run the local system: `offload run`)"
 )
 timeline: list[Any] = []
 
@@ -143,3 +143,18 @@ def test_with_a_tasks_table_the_in_process_task_is_recorded(
     record = aws.task(failing.json()["task_id"])
     assert record is not None
     assert (record["state"], record["error"]) == ("failed", "ValueError: nothing to count")
+
+
+def test_without_a_tasks_table_the_status_route_says_why_not_500(env: None) -> None:
+    # Given an app with the library's status route and nothing configured (plain uvicorn)
+    from uuid import uuid4
+
+    from offload.status import router
+
+    app = FastAPI()
+    app.include_router(router)
+
+    # When a client asks for a task's status, then 503 names what is missing, not a 500
+    response = TestClient(app).get(f"/tasks/{uuid4()}")
+    assert response.status_code == 503
+    assert "OFFLOAD_TASKS_TABLE is not set" in response.json()["detail"]

@@ -40,3 +40,27 @@ def test_run_without_a_template_says_where_it_looked(
 
     assert stopped.value.code == 2
     assert f"no SAM template at {tmp_path / 'template.yaml'}" in capsys.readouterr().err
+
+
+def test_dlq_local_says_what_to_do_when_nothing_answers(
+    env: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.support import free_port
+
+    # Given no local system on the port the tool is told about
+    port = free_port()
+    monkeypatch.setenv("OFFLOAD_MOTO_PORT", str(port))
+    # (--local sets these for the process: monkeypatch restores them after the test)
+    for name in (
+        "AWS_ENDPOINT_URL",
+        "AWS_DEFAULT_REGION",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+    ):
+        monkeypatch.delenv(name, raising=False)
+
+    # When an operator lists the DLQs of the local system, then one clear line, no traceback
+    assert main(["dlq", "list", "--local"]) == 2
+    said = capsys.readouterr().err
+    assert f"nothing answers at http://127.0.0.1:{port}" in said
+    assert "offload run" in said and "OFFLOAD_MOTO_PORT" in said

@@ -3,7 +3,13 @@
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
+from botocore.exceptions import (
+    ClientError,
+    ConnectionError,
+    EndpointConnectionError,
+    HTTPClientError,
+    NoRegionError,
+)
 
 from offload.errors import TransientTaskError
 
@@ -18,6 +24,15 @@ TRANSIENT_CODES = {
     "InternalError",
     "RequestTimeout",
 }
+
+
+def unreachable(error: BaseException) -> str | None:
+    """Why AWS (or the local system's moto) cannot be reached at all, for a command line."""
+    if isinstance(error, EndpointConnectionError):
+        return f"nothing answers at {error.kwargs.get('endpoint_url')}"
+    if isinstance(error, NoRegionError):
+        return "no AWS region is set (AWS_DEFAULT_REGION)"
+    return None
 
 
 def error_code(error: ClientError) -> str:
