@@ -150,7 +150,7 @@ def test_in_process_without_a_queue(
     # And they ran through Offload, which said they were not durable
     assert json_logs.find(
         "OFFLOAD_TASK_QUEUE_URL is not set: running tasks in-process, NOT durable "
-        "(set the queue URLs or use `make run`)"
+        "(set the queue URLs, or run the local system: `offload run`)"
     )
     assert len(json_logs.find("in-process task succeeded")) == TASKS_ADDED[tutorial]
 
