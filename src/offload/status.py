@@ -17,8 +17,7 @@ from fastapi import APIRouter, HTTPException, Request, status
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from offload.aws import tasks_table
-from offload.fastapi import caller_subject
+from offload.fastapi import OffloadDep, caller_subject
 from offload.models import TaskState
 
 
@@ -45,9 +44,9 @@ router = APIRouter(prefix="/tasks", tags=["tasks"])
     name="get_task",
     responses={status.HTTP_404_NOT_FOUND: {"model": TaskNotFound, "description": "No such task."}},
 )
-async def get_task(task_id: UUID, request: Request) -> TaskPublic:
+async def get_task(task_id: UUID, request: Request, offload: OffloadDep) -> TaskPublic:
     """The task's state: queued → running → succeeded, or retrying, dead, failed (with why)."""
-    record = await run_in_threadpool(tasks_table.get, task_id)
+    record = await run_in_threadpool(offload.tasks.get, task_id)
     if record is None or not record.visible_to(caller_subject(request)):
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no task {task_id}")
     return TaskPublic.model_validate(record.model_dump())
