@@ -16,7 +16,6 @@ succeeded or failed); otherwise nothing is recorded.
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any, Protocol, TypeVar
 from uuid import UUID, uuid4
 
@@ -86,9 +85,8 @@ def unqueued(calls: Sequence[C], settings: Settings) -> list[C]:
     return missing
 
 
-@cache
-def warn_once(queue: QueueName) -> None:
-    """Say once per process, loudly, that this queue's tasks run in-process."""
+def _warn_in_process(queue: QueueName) -> None:
+    """Say, loudly, that this queue's tasks run in-process."""
     variable = queue_named(queue).url_variable
     logger.warning(
         "%s is not set: running tasks in-process, NOT durable "
@@ -98,9 +96,8 @@ def warn_once(queue: QueueName) -> None:
     )
 
 
-@cache
-def warn_not_sendable(kind: str, reason: str) -> None:
-    """Say once per function that its calls could not be queued, and why."""
+def _warn_not_sendable(kind: str, reason: str) -> None:
+    """Say that a function's calls could not be queued, and why."""
     logger.warning(
         "%s runs in-process only; with a queue configured, add_task refuses it: %s",
         kind,
@@ -110,11 +107,15 @@ def warn_not_sendable(kind: str, reason: str) -> None:
 
 
 def accept(offload: Offload, calls: Sequence[Call], owner: str | None) -> None:
-    """Warn, and record the calls as queued if there is a tasks table; run() runs them later."""
+    """Warn (once per process for each queue, and for each function that cannot be sent), and
+    record the calls as queued if there is a tasks table; run() runs them later."""
     for task_call in calls:
-        warn_once(task_call.queue)
+        if offload.first_time(("in-process queue", task_call.queue)):
+            _warn_in_process(task_call.queue)
         if isinstance(task_call, LocalCall):
-            warn_not_sendable(task_call.kind, task_call.reason)
+            kind, reason = task_call.kind, task_call.reason
+            if offload.first_time(("not sendable", kind, reason)):
+                _warn_not_sendable(kind, reason)
     if offload.settings.tasks_table:
         for task_call in calls:
             offload.tasks.create(task_call.task_id, task_call.kind, owner)
@@ -122,15 +123,14 @@ def accept(offload: Offload, calls: Sequence[Call], owner: str | None) -> None:
 
 def run(offload: Offload, task_call: Call) -> Any:
     """Run one task in this process (after the response). A failure is logged, never raised."""
-    record = bool(offload.settings.tasks_table)
-    tasks = offload.tasks
+    record = bool(offload.settings.tasks_table)  # without one, no client is ever built
     kind = task_call.kind
     task_id = task_call.task_id
     keys = {"task_id": str(task_id), "kind": kind, "in_process": True}
     logger.thread_safe_append_keys(**keys)
     try:
         if record:
-            tasks.transition(task_id, kind, TaskState.RUNNING, attempts=1)
+            offload.tasks.transition(task_id, kind, TaskState.RUNNING, attempts=1)
         try:
             with running(offload):
                 result = task_call.run()
@@ -138,10 +138,10 @@ def run(offload: Offload, task_call: Call) -> Any:
             logger.exception("in-process task failed; it will not be retried")
             if record:
                 error = f"{type(exc).__name__}: {exc}"
-                tasks.transition(task_id, kind, TaskState.FAILED, error=error)
+                offload.tasks.transition(task_id, kind, TaskState.FAILED, error=error)
             return None
         if record:
-            tasks.transition(task_id, kind, TaskState.SUCCEEDED, result=result)
+            offload.tasks.transition(task_id, kind, TaskState.SUCCEEDED, result=result)
         logger.info("in-process task succeeded")
         return result
     finally:

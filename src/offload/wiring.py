@@ -13,7 +13,8 @@ While the worker runtime or the in-process fallback runs a task, `current()` is 
 runs it: a task function reaches its clients and settings there (as example_app's tasks do).
 """
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Hashable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import cached_property
@@ -34,6 +35,17 @@ class Offload:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.clients = Clients(settings)
+        self._said: set[Hashable] = set()
+        self._said_lock = threading.Lock()
+
+    def first_time(self, key: Hashable) -> bool:
+        """True the first time this composition is asked about `key`: for what the logs say once
+        per process (a process composes one Offload)."""
+        with self._said_lock:
+            if key in self._said:
+                return False
+            self._said.add(key)
+            return True
 
     @cached_property
     def tasks(self) -> TasksTable:

@@ -20,7 +20,6 @@ from types import ModuleType
 import pytest
 from fastapi.testclient import TestClient
 
-from offload import in_process
 from offload.local.lambda_runtime import LambdaContext, sqs_event
 from offload.worker import sqs_handler
 from tests.support import AwsStack, JsonLogs, compose, installed, task_message
@@ -138,7 +137,6 @@ def test_in_process_without_a_queue(
     env: None, load: Loader, json_logs: JsonLogs, tutorial: str
 ) -> None:
     # Given plain uvicorn-style serving: no queue URL, no table (env: no OFFLOAD_*)
-    in_process.warn_once.cache_clear()
     client = TestClient(load(tutorial).app)
 
     # When FastAPI's test runs, it passes: the tasks ran in-process after the response

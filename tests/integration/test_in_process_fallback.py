@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from offload import in_process, task
+from offload import task
 from offload.fastapi import BackgroundTasks
 from tests.support import AwsStack, JsonLogs, compose
 
@@ -61,7 +61,6 @@ def build_app() -> FastAPI:
 @pytest.fixture
 def fresh() -> Iterator[None]:
     timeline.clear()
-    in_process.warn_once.cache_clear()  # "once per process": start as a new process
     yield
     timeline.clear()
 

@@ -14,7 +14,6 @@ import pytest
 from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 
-from offload import in_process
 from offload.fastapi import BackgroundTasks
 from offload.local.lambda_runtime import LambdaContext, sqs_event
 from offload.models import TaskMessage
@@ -132,8 +131,6 @@ def build_app() -> FastAPI:
 def test_without_a_queue_closures_and_sessions_run_in_process(
     env: None, effects: list[tuple[str, object]], json_logs: JsonLogs
 ) -> None:
-    in_process.warn_not_sendable.cache_clear()
-
     response = TestClient(build_app()).post("/rows/7")
 
     assert response.status_code == 200

@@ -42,7 +42,6 @@ from moto.sesv2.responses import SESV2Response
 
 from example_app.emails import send_email
 from example_app.notifications import write_log
-from offload.aws import tasks_table as tasks
 from offload.enqueue import TaskCall, enqueue
 from offload.local.moto_dynamodb import serialize_dynamodb_requests
 from offload.local.poller import Poller
@@ -471,10 +470,10 @@ def test_every_task_runs_once_under_faults(
     for task_id, variant in workload.poison.items():
         assert reasons.get(str(task_id)), f"no logged reason for poison task {task_id}"
         if variant == UNPARSEABLE:
-            assert tasks.get(task_id) is None, (task_id, tasks.get(task_id))
+            assert installed().tasks.get(task_id) is None, (task_id, installed().tasks.get(task_id))
             continue
         assert final_states[task_id] == TaskState.DEAD, (task_id, variant)
-        assert tasks.get(task_id).error, task_id  # type: ignore[union-attr]
+        assert installed().tasks.get(task_id).error, task_id  # type: ignore[union-attr]
 
     # ... and nothing is lost: the queues are empty and the DLQs hold exactly the poison tasks
     dead_lettered = {
