@@ -377,3 +377,35 @@ def test_a_batch_where_every_record_fails_transiently_reports_each_record(
 
     status = aws.task(task_id)
     assert status is not None and status["state"] == "retrying"
+
+
+def test_a_worker_runs_on_the_offload_it_is_given(
+    aws: AwsStack, lambda_context: LambdaContext
+) -> None:
+    # Given the TaskWorker on an Offload of its own, with its own settings, beside the one the
+    # rest of this process runs on (nothing is shared between them: no module-level state)
+    from offload.settings import Settings
+    from offload.wiring import build
+
+    own = build(Settings(max_receive_count=1))
+    shared = installed()
+    calls: dict[str, int] = {"own": 0, "shared": 0}
+
+    def counter(name: str) -> Any:
+        return lambda **_: calls.__setitem__(name, calls[name] + 1)
+
+    own.clients.dynamodb.meta.events.register("before-call.dynamodb.*", counter("own"))
+    shared.clients.dynamodb.meta.events.register("before-call.dynamodb.*", counter("shared"))
+    definition = definition_of(flaky)
+    (message,) = enqueue(shared, [TaskCall(definition, {"key": "own-offload", "failures": 1})])
+    calls["shared"] = 0
+
+    # When it runs a task that fails transiently, on its first receive
+    response = task_worker.handler.using(own)(received_event(aws.task_queue), lambda_context)
+
+    # Then it read and wrote through its own clients only, with its own settings: the first
+    # receive is the last one (max_receive_count=1), so the task is dead, not retrying
+    assert len(response["batchItemFailures"]) == 1
+    assert calls["own"] > 0 and calls["shared"] == 0
+    status = aws.task(message.task_id)
+    assert status is not None and status["state"] == "dead"

@@ -10,7 +10,7 @@
   Keys are URL-decoded first (`+` is a space, `%2F` a slash). Ignored, each with a log line:
   S3's `s3:TestEvent`, an event for another bucket (the log names it), an event that is not
   ObjectCreated, a key outside the convention. The object's key is the call's origin: the first
-  object to claim a task id is the only one that ever runs it (see tasks_table.claim).
+  object to claim a task id is the only one that ever runs it (see TasksTable.claim).
   A direct S3 event (an asynchronous invoke, as `sam local invoke` passes it) is read too.
 
 A source raises InvalidMessageError for a body it can never read: a poison message.
