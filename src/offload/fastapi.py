@@ -21,6 +21,7 @@ could not be sent run too, as FastAPI's would. On Lambda that is a 503. Each tas
 caller (the JWT `sub`) as its owner; see caller_subject.
 """
 
+import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 from uuid import UUID, uuid4
@@ -69,13 +70,19 @@ def _limiter() -> CapacityLimiter:
         return limiter
 
 
+_COMPOSING = threading.Lock()
+
+
 def get_offload(request: Request) -> Offload:
     """The app's Offload (settings, clients): composed at the app's first request, then kept on
     `app.state.offload`. Tests override it: `app.dependency_overrides[get_offload] = ...`."""
     state = request.app.state
     offload: Offload | None = getattr(state, "offload", None)
     if offload is None:
-        offload = state.offload = build()
+        with _COMPOSING:  # concurrent first requests share one
+            offload = getattr(state, "offload", None)
+            if offload is None:
+                offload = state.offload = build()
     return offload
 
 

@@ -281,7 +281,7 @@ def test_a_dead_workers_in_progress_record_expires_at_its_timeout(aws: AwsStack)
     data = message.model_dump(mode="json")
     # Given: a worker took the task (in-progress record, 2 s left in its Lambda) and died
     runtime = email_handler.runtime  # the worker's, on the Offload of this test
-    store, config = runtime.offload.idempotency.layer("worker"), runtime.idempotency
+    store, config = runtime.store, runtime.idempotency
     store.configure(config, key_prefix="offload-task")
     store.save_inprogress(data=data, remaining_time_in_millis=2_000)
 

@@ -140,7 +140,7 @@ def test_a_late_duplicate_waits_until_the_holders_record_expires(
     (message,) = enqueue(installed(), [email_call()])
     # Given another delivery holds the task (in progress, 30 s left in its Lambda)
     runtime = email_handler.runtime  # the worker's, on the Offload of this test
-    store, config = runtime.offload.idempotency.layer("worker"), runtime.idempotency
+    store, config = runtime.store, runtime.idempotency
     store.configure(config, key_prefix="offload-task")
     store.save_inprogress(data=message.model_dump(mode="json"), remaining_time_in_millis=30_000)
     # ... and this copy has already come back twice

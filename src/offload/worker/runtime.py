@@ -114,6 +114,8 @@ class Runtime:
     def __init__(self, offload: Offload) -> None:
         self.offload = offload
         self.settings = offload.settings
+        # The workers' idempotency store, configured by the runner below at its first call.
+        self.store = offload.idempotency.layer("worker")
         self.idempotency, self.run_once = offload.idempotency.once(
             self._run_task,
             user="worker",
@@ -323,7 +325,7 @@ def _in_progress_delay(message: TaskMessage, delivery: Delivery) -> int:
     delay = backoff_seconds(attempt, offload.settings)
     if attempt > offload.settings.max_receive_count // 2:
         left = idempotency.in_progress_seconds_left(
-            offload.idempotency.layer("worker"), message.model_dump(mode="json")
+            delivery.runtime.store, message.model_dump(mode="json")
         )
         delay = max(delay, math.ceil(left) + 1)
     return min(delay, MAX_VISIBILITY_SECONDS)
