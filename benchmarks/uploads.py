@@ -190,12 +190,14 @@ def _measure_child(spec: str) -> None:
 
     from example_app.uploads.models import UPLOAD_KIND
     from example_app.uploads.tasks import process_upload
-    from offload.aws import tasks_table
+    from offload.wiring import build, running
 
-    tasks_table.create(UUID(args["upload_id"]), UPLOAD_KIND)
+    offload = build()
+    offload.tasks.create(UUID(args["upload_id"]), UPLOAD_KIND)
     imported = _peak_kb()
     started = time.perf_counter()
-    result = process_upload(bucket=args["bucket"], key=args["key"])
+    with running(offload):  # as the worker runs it
+        result = process_upload(bucket=args["bucket"], key=args["key"])
     elapsed = time.perf_counter() - started
     peak = _peak_kb()
     print(

@@ -11,7 +11,7 @@ import logging
 import os
 import warnings
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -22,8 +22,13 @@ from tests.support import (
     TEMPLATE,
     AwsStack,
     JsonLogs,
+    installed,
     load_event,
 )
+from tests.support import compose as compose_from_environment
+
+if TYPE_CHECKING:
+    from offload.wiring import Offload
 
 # Powertools reads these when offload.observability is imported, which happens while pytest
 # collects the test modules: set them before any test module is imported.
@@ -43,14 +48,6 @@ TEST_ENV = {
 }
 
 
-def _reset_offload_caches() -> None:
-    from offload.aws import clients
-    from offload.settings import get_settings
-
-    get_settings.cache_clear()
-    clients.reset()
-
-
 def _clear_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith(("AWS_", "OFFLOAD_")):
@@ -60,12 +57,30 @@ def _clear_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No real AWS: dummy credentials and region, no endpoint override, no OFFLOAD_* leftovers."""
+def compose(monkeypatch: pytest.MonkeyPatch) -> Callable[[], "Offload"]:
+    """`compose()`: build an Offload from the environment as it is now (settings, fresh
+    clients), and run this app's API and workers on it for the rest of the test."""
+    return lambda: compose_from_environment(monkeypatch)
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, compose: Callable[[], "Offload"]) -> Iterator["Offload"]:
+    """No real AWS: dummy credentials and region, no endpoint override, no OFFLOAD_* leftovers;
+    the API and the workers run on an Offload composed from that environment."""
+    from example_app.settings import get_settings
+
     _clear_environment(monkeypatch)
-    _reset_offload_caches()
-    yield
-    _reset_offload_caches()
+    # The example app's own reading of the settings (request validation), from this test's
+    # environment: the one cache left, the app's (example_app.settings).
+    get_settings.cache_clear()
+    yield compose()
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def offload(aws: AwsStack) -> "Offload":
+    """What the API and the workers run on in this test: composed from the stack's settings."""
+    return installed()
 
 
 @pytest.fixture
@@ -107,7 +122,10 @@ def _moto_stack() -> Iterator[tuple[Any, AwsStack]]:
 
 @pytest.fixture
 def aws(
-    env: None, monkeypatch: pytest.MonkeyPatch, _moto_stack: tuple[Any, AwsStack]
+    env: "Offload",
+    monkeypatch: pytest.MonkeyPatch,
+    compose: Callable[[], "Offload"],
+    _moto_stack: tuple[Any, AwsStack],
 ) -> Iterator[AwsStack]:
     """moto holding the template's resources, the OFFLOAD_* settings the template gives the
     functions, fresh clients, and a verified SES sender."""
@@ -120,7 +138,7 @@ def aws(
             monkeypatch.setenv(name, value)
         # Each test empties the queues it used; real SQS allows one purge a minute.
         monkeypatch.setenv("MOTO_SQS_ENFORCE_STRICT_QUEUE_PURGE_BEHAVIOUR", "false")
-        _reset_offload_caches()
+        compose()
         ses = boto3.client("sesv2", region_name=REGION)
         ses.create_email_identity(EmailIdentity=SENDER)
         # moto's SESv2 always reports VerifiedForSendingStatus false; its v1 API tells the truth.
@@ -140,7 +158,6 @@ def aws(
                 )
         finally:
             mock.stop(remove_data=False)
-            _reset_offload_caches()
 
 
 @pytest.fixture

@@ -6,9 +6,12 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from offload.models import TaskMessage
+
+if TYPE_CHECKING:
+    from offload.wiring import Offload
 
 ROOT = Path(__file__).resolve().parents[1]
 EVENTS = ROOT / "events"
@@ -152,3 +155,28 @@ class JsonLogs:
 
     def find(self, message: str) -> list[dict[str, Any]]:
         return [r for r in self.records if r.get("message") == message]
+
+
+# ---------------------------------------------------------------- what the app runs on
+def compose(monkeypatch: Any) -> "Offload":
+    """Build an Offload from the environment as it is now (settings, fresh clients), and run
+    this app's API and workers on it until `monkeypatch` is undone (the end of the test)."""
+    from api.main import app
+    from offload.fastapi import get_offload
+    from offload.wiring import build
+    from workers import email, tasks, upload
+
+    offload = build()
+    monkeypatch.setitem(app.dependency_overrides, get_offload, lambda: offload)
+    for worker in (email, tasks, upload):
+        monkeypatch.setattr(worker.handler, "offload", offload)
+    return offload
+
+
+def installed() -> "Offload":
+    """The Offload that this test's API and workers run on (the last compose())."""
+    from workers import email
+
+    offload = email.handler.offload
+    assert offload is not None, "no Offload composed: use the env or aws fixture"
+    return offload

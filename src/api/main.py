@@ -13,16 +13,17 @@ from api.stage import ApiGatewayStage
 from offload.errors import EnqueueError
 from offload.fastapi import CorrelationIdHeader
 from offload.registry import InvalidTaskArgumentsError
-from offload.settings import get_settings
 from offload.status import router as task_status
+from offload.wiring import build
 
 
 @asynccontextmanager
-async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-    # Read the settings before serving: invalid ones (an empty OFFLOAD_API_TOKEN) stop uvicorn
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    # Compose Offload before serving: invalid settings (an empty OFFLOAD_API_TOKEN) stop uvicorn
     # from starting instead of failing on each call. Mangum runs with lifespan="off", where
-    # the same error answers every call with 500 (never an open API).
-    get_settings()
+    # get_offload composes it at the first request, and the same error answers every call with
+    # 500 (never an open API).
+    app.state.offload = build()
     yield
 
 

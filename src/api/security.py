@@ -15,8 +15,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.models import ErrorDetail
-from offload.fastapi import caller_subject
-from offload.settings import get_settings
+from example_app.settings import get_settings
+from offload.fastapi import OffloadDep, caller_subject
 
 # Routes anyone may call, token or not (load balancers and uptime checks).
 PUBLIC_PATHS = frozenset({"/health"})
@@ -30,10 +30,11 @@ _bearer = HTTPBearer(
 async def require_api_token(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    offload: OffloadDep,
 ) -> None:
     """Refuse the call with 401 unless it carries the configured token (if one is), and
     unless its JWT (under API Gateway) names the caller (`sub`)."""
-    expected = get_settings().api_token
+    expected = offload.settings.api_token
     route = request.scope.get("route")
     if getattr(route, "path", None) in PUBLIC_PATHS:
         return

@@ -13,11 +13,12 @@ from pydantic import (
     model_validator,
 )
 
+from example_app.settings import get_settings
 from offload.aws import ses
 from offload.errors import PermanentTaskError, RecipientNotAllowedError
 from offload.observability import logger
 from offload.registry import task
-from offload.settings import get_settings
+from offload.wiring import current
 
 MAX_BODY_CHARS = 100_000
 
@@ -98,8 +99,16 @@ def send_email(
     # Defence in depth: a message that bypassed the API (or a list changed since) fails for good.
     if not is_allowed_recipient(to):
         raise RecipientNotAllowedError("recipient is not allowed on this stage")
-    sender = get_settings().sender_email
-    message_id = ses.send_email(sender=sender, to=to, subject=subject, text=text, html=html)
+    offload = current()
+    message_id = ses.send_email(
+        offload.clients.ses,
+        sender=offload.settings.sender_email,
+        to=to,
+        subject=subject,
+        text=text,
+        html=html,
+        needs_seconds=offload.settings.ses_send_seconds,
+    )
     logger.info(
         "email sent",
         extra={"ses_message_id": message_id, "recipient_domain": to.rsplit("@", 1)[-1]},

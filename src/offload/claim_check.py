@@ -1,19 +1,19 @@
 """Claim check: a task message too large for SQS carries a pointer to its payload in S3."""
 
-from offload.aws import payloads, sqs
+from offload.aws import sqs
+from offload.aws.payloads import PayloadStore
 from offload.models import TaskMessage
-from offload.settings import get_settings
 
 
-def check_in(message: TaskMessage) -> TaskMessage:
+def check_in(message: TaskMessage, payloads: PayloadStore, max_message_bytes: int) -> TaskMessage:
     """The message to send: itself if it fits in SQS, else a pointer to its stored payload."""
-    if sqs.message_size(message) <= get_settings().max_message_bytes:
+    if sqs.message_size(message) <= max_message_bytes:
         return message
     reference = payloads.store(message.task_id, message.payload)
     return message.model_copy(update={"payload": {}, "payload_ref": reference})
 
 
-def check_out(message: TaskMessage) -> TaskMessage:
+def check_out(message: TaskMessage, payloads: PayloadStore) -> TaskMessage:
     """The message with its payload, loaded from S3 if it was checked in there."""
     if message.payload_ref is None:
         return message

@@ -26,12 +26,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 from uuid import UUID
 
-from offload.aws import cloudformation, sqs, tasks_table
+from offload.aws import cloudformation
 from offload.aws.errors import unreachable
+from offload.aws.sqs import Sqs
 from offload.models import TaskState
 from offload.observability import logger
 from offload.queues import QUEUES
-from offload.settings import get_settings
+from offload.settings import Settings
+from offload.wiring import Offload, build
 from offload.worker.sources import s3_task_ids
 
 if TYPE_CHECKING:
@@ -71,9 +73,8 @@ class DeadLetter:
     error: str | None
 
 
-def queue_pairs(only: str | None = None) -> list[QueuePair]:
+def queue_pairs(settings: Settings, only: str | None = None) -> list[QueuePair]:
     """The configured queues with their DLQs (those whose URLs are both set)."""
-    settings = get_settings()
     pairs = [
         QueuePair(q.name, settings.queue_url(q.name), settings.dlq_url(q.name)) for q in QUEUES
     ]
@@ -94,14 +95,15 @@ class _Scan:
     ids and receipt handles (the latest), so memory stays small whatever the bodies.
     """
 
-    def __init__(self, dlq_url: str) -> None:
+    def __init__(self, sqs: Sqs, dlq_url: str) -> None:
+        self.sqs = sqs
         self.dlq_url = dlq_url
         self.handles: dict[str, str] = {}
 
     def __iter__(self) -> "Iterator[list[MessageTypeDef]]":
         empty = 0
         while empty < EMPTY_RECEIVES and not self.truncated:
-            batch = sqs.receive(
+            batch = self.sqs.receive(
                 self.dlq_url, visibility_seconds=HOLD_SECONDS, wait_seconds=WAIT_SECONDS
             )
             new = [m for m in batch if m["MessageId"] not in self.handles]
@@ -116,7 +118,7 @@ class _Scan:
 
     def release(self, message_ids: Iterable[str]) -> None:
         """Make held messages visible again at once (the rest come back after HOLD_SECONDS)."""
-        sqs.release(
+        self.sqs.release(
             self.dlq_url,
             [{"MessageId": i, "ReceiptHandle": self.handles[i]} for i in message_ids],
         )
@@ -144,9 +146,9 @@ def _tasks_of(message: "MessageTypeDef") -> list[UUID]:
     return [task_id] if task_id is not None else s3_task_ids(message["Body"])
 
 
-def describe(message: "MessageTypeDef") -> DeadLetter:
+def describe(offload: Offload, message: "MessageTypeDef") -> DeadLetter:
     task_id = next(iter(_tasks_of(message)), None)
-    status = tasks_table.get(task_id) if task_id else None
+    status = offload.tasks.get(task_id) if task_id else None
     error = _attribute(message, "error") or (status.error if status else None)
     return DeadLetter(
         message_id=message["MessageId"],
@@ -157,13 +159,13 @@ def describe(message: "MessageTypeDef") -> DeadLetter:
     )
 
 
-def list_dead_letters(pair: QueuePair) -> list[DeadLetter]:
+def list_dead_letters(offload: Offload, pair: QueuePair) -> list[DeadLetter]:
     """Every message in the pair's DLQ, described; the messages stay in the DLQ."""
-    scan = _Scan(pair.dlq_url)
+    scan = _Scan(offload.sqs, pair.dlq_url)
     letters: list[DeadLetter] = []
     try:
         for batch in scan:
-            letters.extend(describe(m) for m in batch)
+            letters.extend(describe(offload, m) for m in batch)
     finally:
         scan.release(scan.handles)
     return letters
@@ -193,16 +195,16 @@ class RedriveReport:
         return text
 
 
-def _requeue(task_id: UUID) -> TaskState | None:
+def _requeue(offload: Offload, task_id: UUID) -> TaskState | None:
     """Reset the task to `queued` if it is dead. Returns the state it was found in (QUEUED
     once reset; DEAD if it changed under every attempt), or None without a status record."""
     state = None
     for _ in range(3):  # re-read if the task changed between the read and the write
-        record = tasks_table.get(task_id)
+        record = offload.tasks.get(task_id)
         state = record.state if record else None
         if state is not TaskState.DEAD:
             return state
-        if record and tasks_table.requeue_dead(record):
+        if record and offload.tasks.requeue_dead(record):
             return TaskState.QUEUED
     return state
 
@@ -215,7 +217,7 @@ class Verdict:
     tasks: dict[UUID, TaskState | None]
 
 
-def _decide(message: "MessageTypeDef", redriven: set[UUID]) -> Verdict:
+def _decide(offload: Offload, message: "MessageTypeDef", redriven: set[UUID]) -> Verdict:
     """What to do with one dead letter; resets its dead tasks to `queued`.
 
     A task found `queued` counts as redriven: a redrive reset it and stopped before moving its
@@ -226,7 +228,7 @@ def _decide(message: "MessageTypeDef", redriven: set[UUID]) -> Verdict:
         return Verdict("leave", "names no task", {})
     if redriven.intersection(task_ids):
         return Verdict("leave", "another message of its task was redriven in this run", {})
-    tasks = {task_id: _requeue(task_id) for task_id in task_ids}
+    tasks = {task_id: _requeue(offload, task_id) for task_id in task_ids}
     states = set(tasks.values())
     if TaskState.QUEUED in states:
         redriven.update(t for t, state in tasks.items() if state is TaskState.QUEUED)
@@ -244,7 +246,7 @@ def _why_left(states: set[TaskState | None]) -> str:
     return "its task is " + min(str(s) for s in states if s is not None and s not in FINISHED)
 
 
-def redrive(pair: QueuePair) -> RedriveReport:
+def redrive(offload: Offload, pair: QueuePair) -> RedriveReport:
     """Send the DLQ's dead tasks back to the source queue, exactly those whose tasks were reset.
 
     Per batch of received messages: decide each (resetting dead tasks to `queued`), copy the
@@ -253,7 +255,7 @@ def redrive(pair: QueuePair) -> RedriveReport:
     is not used: it moves every message, including those whose tasks were not reset.
     """
     report = RedriveReport()
-    scan = _Scan(pair.dlq_url)
+    scan = _Scan(offload.sqs, pair.dlq_url)
     left: list[str] = []
     redriven: set[UUID] = set()
     try:
@@ -261,7 +263,7 @@ def redrive(pair: QueuePair) -> RedriveReport:
             to_move: list[MessageTypeDef] = []
             to_drop: list[MessageTypeDef] = []
             for message in batch:
-                verdict = _decide(message, redriven)
+                verdict = _decide(offload, message, redriven)
                 keys = {"queue": pair.name, "message_id": message["MessageId"]}
                 if verdict.action == "redrive":
                     to_move.append(message)
@@ -283,12 +285,12 @@ def redrive(pair: QueuePair) -> RedriveReport:
                             "tasks": list(map(str, verdict.tasks)),
                         },
                     )
-            moved = sqs.move(pair.dlq_url, pair.queue_url, to_move)
+            moved = offload.sqs.move(pair.dlq_url, pair.queue_url, to_move)
             report.redriven += moved
             if moved < len(to_move):
                 refused = "SQS refused the copy; its task is queued: redrive again"
                 report.left[refused] += len(to_move) - moved
-            sqs.delete_batch(pair.dlq_url, to_drop)
+            offload.sqs.delete_batch(pair.dlq_url, to_drop)
             report.dropped += len(to_drop)
     finally:
         scan.release(left)
@@ -296,15 +298,14 @@ def redrive(pair: QueuePair) -> RedriveReport:
     return report
 
 
-def purge(pair: QueuePair) -> None:
-    sqs.purge(pair.dlq_url)
+def purge(offload: Offload, pair: QueuePair) -> None:
+    offload.sqs.purge(pair.dlq_url)
 
 
 def _use_stack(name: str) -> None:
     for output, value in cloudformation.outputs(name).items():
         if output in STACK_OUTPUTS:
             os.environ[STACK_OUTPUTS[output]] = value
-    get_settings.cache_clear()
 
 
 LOCAL_STACK = "offload-local"
@@ -327,9 +328,11 @@ def _short(text: str | None, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, offload: Offload | None = None) -> int:
+    """The command line; `offload` is what it runs on (default: composed from the environment,
+    after --local or --stack)."""
     try:
-        return _main(argv)
+        return _main(argv, offload)
     except Exception as exc:
         reason = unreachable(exc)
         if reason is None:
@@ -343,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-def _main(argv: Sequence[str] | None = None) -> int:
+def _main(argv: Sequence[str] | None, offload: Offload | None) -> int:
     parser = argparse.ArgumentParser(
         prog="offload dlq",
         description=__doc__,
@@ -366,7 +369,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
         _use_local_system()
     if args.stack or args.local:
         _use_stack(args.stack or LOCAL_STACK)
-    pairs = queue_pairs(args.queue)
+    offload = offload or build()  # after --stack: the settings include the stack's outputs
+    pairs = queue_pairs(offload.settings, args.queue)
 
     if args.command == "purge" and not args.yes:
         names = ", ".join(p.name for p in pairs)
@@ -379,17 +383,17 @@ def _main(argv: Sequence[str] | None = None) -> int:
             return 1
     for pair in pairs:
         if args.command == "list":
-            _print_list(pair, as_json=args.json)
+            _print_list(offload, pair, as_json=args.json)
         elif args.command == "redrive":
-            print(redrive(pair).summary(pair.name))
+            print(redrive(offload, pair).summary(pair.name))
         else:
-            purge(pair)
+            purge(offload, pair)
             print(f"{pair.name}: DLQ purged")
     return 0
 
 
-def _print_list(pair: QueuePair, *, as_json: bool) -> None:
-    letters = list_dead_letters(pair)
+def _print_list(offload: Offload, pair: QueuePair, *, as_json: bool) -> None:
+    letters = list_dead_letters(offload, pair)
     if as_json:
         for letter in letters:
             print(json.dumps({"queue": pair.name, **letter.__dict__}))

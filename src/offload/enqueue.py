@@ -9,13 +9,12 @@ from typing import Any
 from uuid import UUID, uuid4
 
 from offload import claim_check
-from offload.aws import sqs, tasks_table
 from offload.errors import EnqueueError
 from offload.models import TaskMessage, TaskState
 from offload.observability import logger
 from offload.queues import QueueName
 from offload.registry import TaskDefinition
-from offload.settings import get_settings
+from offload.wiring import Offload
 
 
 @dataclass(frozen=True)
@@ -44,13 +43,16 @@ def _io_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=4, thread_name_prefix="offload-enqueue")
 
 
-def _record_queued(messages: Sequence[TaskMessage], owner: str | None) -> None:
+def _record_queued(offload: Offload, messages: Sequence[TaskMessage], owner: str | None) -> None:
     for message in messages:
-        tasks_table.create(message.task_id, message.kind, owner)
+        offload.tasks.create(message.task_id, message.kind, owner)
 
 
 def enqueue(
-    calls: Sequence[TaskCall], correlation_id: str | None = None, owner: str | None = None
+    offload: Offload,
+    calls: Sequence[TaskCall],
+    correlation_id: str | None = None,
+    owner: str | None = None,
 ) -> list[TaskMessage]:
     """Record every task as queued and send the messages, batched per queue.
 
@@ -61,7 +63,7 @@ def enqueue(
     write failed: that is logged as a warning, and the worker's first transition creates the
     record, with the owner the message carries.
     """
-    settings = get_settings()
+    settings = offload.settings
     messages = [
         claim_check.check_in(
             TaskMessage(
@@ -70,7 +72,9 @@ def enqueue(
                 payload=call.payload,
                 correlation_id=correlation_id,
                 owner=owner,
-            )
+            ),
+            offload.payloads,
+            settings.max_message_bytes,
         )
         for call in calls
     ]
@@ -78,10 +82,10 @@ def enqueue(
     for call, message in zip(calls, messages, strict=True):
         by_queue[call.queue].append(message)
 
-    recorded = _io_pool().submit(_record_queued, messages, owner)
+    recorded = _io_pool().submit(_record_queued, offload, messages, owner)
     refused: dict[UUID, str] = {}
     for queue, batch in by_queue.items():
-        refused.update(sqs.send_messages(settings.queue_url(queue), batch))
+        refused.update(offload.sqs.send_messages(settings.queue_url(queue), batch))
     try:
         recorded.result()
         unrecorded = None
@@ -106,7 +110,9 @@ def enqueue(
             logger.error("task not enqueued", extra={**extra, "reason": reason})
             error = f"not enqueued: {reason}"
             try:
-                tasks_table.transition(message.task_id, message.kind, TaskState.FAILED, error=error)
+                offload.tasks.transition(
+                    message.task_id, message.kind, TaskState.FAILED, error=error
+                )
             except Exception:  # the client gets its 503 all the same
                 logger.exception("task not marked failed", extra=extra)
     if refused:

@@ -21,6 +21,7 @@ could not be sent run too, as FastAPI's would. On Lambda that is a 503. Each tas
 caller (the JWT `sub`) as its owner; see caller_subject.
 """
 
+import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 from uuid import UUID, uuid4
@@ -49,6 +50,7 @@ from offload.registry import (
     name_of,
     queue_of,
 )
+from offload.wiring import Offload, build
 
 CORRELATION_HEADER = "x-correlation-id"
 
@@ -68,17 +70,39 @@ def _limiter() -> CapacityLimiter:
         return limiter
 
 
+_COMPOSING = threading.Lock()
+
+
+def get_offload(request: Request) -> Offload:
+    """The app's Offload (settings, clients): composed at the app's first request, then kept on
+    `app.state.offload`. Tests override it: `app.dependency_overrides[get_offload] = ...`."""
+    state = request.app.state
+    offload: Offload | None = getattr(state, "offload", None)
+    if offload is None:
+        with _COMPOSING:  # concurrent first requests share one
+            offload = getattr(state, "offload", None)
+            if offload is None:
+                offload = state.offload = build()
+    return offload
+
+
+OffloadDep = Annotated[Offload, Depends(get_offload)]
+
+
 class DurableBackgroundTasks:
     """Collects task calls during a request; they are enqueued when the endpoint returns."""
 
     def __init__(
         self,
+        offload: Offload,
         correlation_id: str | None = None,
         idempotent: IdempotentRequest | None = None,
         lambda_context: Any = None,
+        *,
         owner: str | None = None,
         in_process_tasks: InProcessTasks | None = None,
     ) -> None:
+        self.offload = offload
         self.correlation_id = correlation_id
         self.idempotent = idempotent
         self.lambda_context = lambda_context  # under Mangum, the invocation's context
@@ -97,11 +121,12 @@ class DurableBackgroundTasks:
         idempotent = self.idempotent
         task_id = idempotent.task_id(self._added) if idempotent is not None else uuid4()
         queue = queue_of(func)
-        queued = not in_process.runs_here(queue)
+        settings = self.offload.settings
+        queued = not in_process.runs_here(queue, settings)
         try:
             definition = definition_of(func)
             if queued:
-                check_importable(definition)
+                check_importable(definition, settings.task_modules)
             call: TaskCall | in_process.LocalCall = TaskCall(
                 definition, definition.payload(*args, **kwargs), task_id
             )
@@ -121,21 +146,29 @@ class DurableBackgroundTasks:
         calls, self._calls = self._calls, []
         if not calls:
             return
-        local = in_process.unqueued(calls)  # raises QueueNotConfiguredError on Lambda
+        offload = self.offload
+        local = in_process.unqueued(
+            calls, offload.settings
+        )  # raises QueueNotConfiguredError on Lambda
         if local and self.in_process_tasks is None:
             raise in_process.QueueNotConfiguredError("no queue URL is set and no request to run in")
         local_ids = {call.task_id for call in local}
         queued = [c for c in calls if isinstance(c, TaskCall) and c.task_id not in local_ids]
         if queued and self.idempotent is not None:
             enqueue_idempotent(
-                self.idempotent, queued, self.correlation_id, self.lambda_context, self.owner
+                offload,
+                self.idempotent,
+                queued,
+                self.correlation_id,
+                lambda_context=self.lambda_context,
+                owner=self.owner,
             )
         elif queued:
-            enqueue(queued, correlation_id=self.correlation_id, owner=self.owner)
+            enqueue(offload, queued, correlation_id=self.correlation_id, owner=self.owner)
         if local and self.in_process_tasks is not None:
-            in_process.accept(local, self.owner)
+            in_process.accept(offload, local, self.owner)
             for call in local:
-                self.in_process_tasks.add_task(in_process.run, call)
+                self.in_process_tasks.add_task(in_process.run, offload, call)
 
 
 def correlation_id(request: Request) -> str | None:
@@ -208,9 +241,10 @@ async def idempotent_request(request: Request) -> IdempotentRequest | None:
 
 
 async def durable_background_tasks(
-    request: Request, in_process_tasks: InProcessTasks
+    request: Request, in_process_tasks: InProcessTasks, offload: OffloadDep
 ) -> AsyncIterator[DurableBackgroundTasks]:
     tasks = DurableBackgroundTasks(
+        offload,
         correlation_id(request),
         await idempotent_request(request),
         request.scope.get("aws.context"),

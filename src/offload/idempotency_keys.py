@@ -12,27 +12,21 @@ the caller (the JWT subject under API Gateway).
 """
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 from uuid import UUID, uuid5
 
-from aws_lambda_powertools.utilities.idempotency import (
-    DynamoDBPersistenceLayer,
-    IdempotencyConfig,
-)
 from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyAlreadyInProgressError,
     IdempotencyValidationError,
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from offload.aws import idempotency
 from offload.enqueue import TaskCall, enqueue
 from offload.errors import TaskError
 from offload.observability import logger
-from offload.settings import get_settings
+from offload.wiring import Offload
 
 HEADER = "idempotency-key"
 MAX_KEY_LENGTH = 255
@@ -61,31 +55,22 @@ def fingerprint(method: str, path: str, query: str, body: bytes) -> str:
 
 
 def _enqueue_once(
+    offload: Offload,
     request: dict[str, str],
     calls: Sequence[TaskCall],
     correlation_id: str | None,
     owner: str | None,
 ) -> dict[str, Any]:
-    messages = enqueue(calls, correlation_id=correlation_id, owner=owner)
+    messages = enqueue(offload, calls, correlation_id=correlation_id, owner=owner)
     return {"task_ids": [str(m.task_id) for m in messages]}
 
 
-@cache
-def _guard(store: DynamoDBPersistenceLayer) -> tuple[IdempotencyConfig, Callable[..., Any]]:
-    return idempotency.once(
-        _enqueue_once,
-        store=store,
-        data_keyword_argument="request",
-        key_jmespath="key",
-        validation_jmespath="fingerprint",
-        key_prefix="offload-api",
-    )
-
-
 def enqueue_idempotent(
+    offload: Offload,
     request: IdempotentRequest,
     calls: Sequence[TaskCall],
     correlation_id: str | None,
+    *,
     lambda_context: LambdaContext | None = None,
     owner: str | None = None,
 ) -> None:
@@ -94,16 +79,23 @@ def enqueue_idempotent(
     With the Lambda context, a request whose function died while enqueueing frees its key at
     the function's timeout, rather than answering 409 until the record expires.
     """
-    if not get_settings().idempotency_table:
+    if not offload.settings.idempotency_table:
         logger.warning("Idempotency-Key ignored: OFFLOAD_IDEMPOTENCY_TABLE is not set")
-        enqueue(calls, correlation_id=correlation_id, owner=owner)
+        enqueue(offload, calls, correlation_id=correlation_id, owner=owner)
         return
     data = {"key": request.key, "fingerprint": request.fingerprint}
-    config, guarded = _guard(idempotency.api_persistence_layer())
+    config, guarded = offload.idempotency.once(
+        _enqueue_once,
+        user="api",
+        data_keyword_argument="request",
+        key_jmespath="key",
+        validation_jmespath="fingerprint",
+        key_prefix="offload-api",
+    )
     if lambda_context is not None:
         config.register_lambda_context(lambda_context)
     try:
-        guarded(request=data, calls=calls, correlation_id=correlation_id, owner=owner)
+        guarded(offload, request=data, calls=calls, correlation_id=correlation_id, owner=owner)
     except IdempotencyValidationError as exc:
         raise IdempotencyConflictError(
             "this Idempotency-Key was already used for a different request"

@@ -16,17 +16,16 @@ succeeded or failed); otherwise nothing is recorded.
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any, Protocol, TypeVar
 from uuid import UUID, uuid4
 
-from offload.aws import tasks_table
 from offload.errors import EnqueueError
 from offload.models import TaskState
 from offload.observability import logger
 from offload.queues import QueueName, queue_named
 from offload.registry import call
-from offload.settings import get_settings
+from offload.settings import Settings
+from offload.wiring import Offload, running
 
 
 class QueueNotConfiguredError(EnqueueError):
@@ -69,14 +68,13 @@ def on_lambda() -> bool:
     return bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME"))
 
 
-def runs_here(queue: QueueName) -> bool:
+def runs_here(queue: QueueName, settings: Settings) -> bool:
     """Tasks of this queue run in this process: its URL is not set, and this is not Lambda."""
-    return not get_settings().queue_url(queue) and not on_lambda()
+    return not settings.queue_url(queue) and not on_lambda()
 
 
-def unqueued(calls: Sequence[C]) -> list[C]:
+def unqueued(calls: Sequence[C], settings: Settings) -> list[C]:
     """The calls whose queue URL is not configured; refused on Lambda."""
-    settings = get_settings()
     missing = [c for c in calls if isinstance(c, LocalCall) or not settings.queue_url(c.queue)]
     if missing and on_lambda():
         variable = queue_named(missing[0].queue).url_variable
@@ -87,9 +85,8 @@ def unqueued(calls: Sequence[C]) -> list[C]:
     return missing
 
 
-@cache
-def warn_once(queue: QueueName) -> None:
-    """Say once per process, loudly, that this queue's tasks run in-process."""
+def _warn_in_process(queue: QueueName) -> None:
+    """Say, loudly, that this queue's tasks run in-process."""
     variable = queue_named(queue).url_variable
     logger.warning(
         "%s is not set: running tasks in-process, NOT durable "
@@ -99,9 +96,8 @@ def warn_once(queue: QueueName) -> None:
     )
 
 
-@cache
-def warn_not_sendable(kind: str, reason: str) -> None:
-    """Say once per function that its calls could not be queued, and why."""
+def _warn_not_sendable(kind: str, reason: str) -> None:
+    """Say that a function's calls could not be queued, and why."""
     logger.warning(
         "%s runs in-process only; with a queue configured, add_task refuses it: %s",
         kind,
@@ -110,37 +106,42 @@ def warn_not_sendable(kind: str, reason: str) -> None:
     )
 
 
-def accept(calls: Sequence[Call], owner: str | None) -> None:
-    """Warn, and record the calls as queued if there is a tasks table; run() runs them later."""
+def accept(offload: Offload, calls: Sequence[Call], owner: str | None) -> None:
+    """Warn (once per process for each queue, and for each function that cannot be sent), and
+    record the calls as queued if there is a tasks table; run() runs them later."""
     for task_call in calls:
-        warn_once(task_call.queue)
+        if offload.first_time(("in-process queue", task_call.queue)):
+            _warn_in_process(task_call.queue)
         if isinstance(task_call, LocalCall):
-            warn_not_sendable(task_call.kind, task_call.reason)
-    if get_settings().tasks_table:
+            kind, reason = task_call.kind, task_call.reason
+            if offload.first_time(("not sendable", kind, reason)):
+                _warn_not_sendable(kind, reason)
+    if offload.settings.tasks_table:
         for task_call in calls:
-            tasks_table.create(task_call.task_id, task_call.kind, owner)
+            offload.tasks.create(task_call.task_id, task_call.kind, owner)
 
 
-def run(task_call: Call) -> Any:
+def run(offload: Offload, task_call: Call) -> Any:
     """Run one task in this process (after the response). A failure is logged, never raised."""
-    record = bool(get_settings().tasks_table)
+    record = bool(offload.settings.tasks_table)  # without one, no client is ever built
     kind = task_call.kind
     task_id = task_call.task_id
     keys = {"task_id": str(task_id), "kind": kind, "in_process": True}
     logger.thread_safe_append_keys(**keys)
     try:
         if record:
-            tasks_table.transition(task_id, kind, TaskState.RUNNING, attempts=1)
+            offload.tasks.transition(task_id, kind, TaskState.RUNNING, attempts=1)
         try:
-            result = task_call.run()
+            with running(offload):
+                result = task_call.run()
         except Exception as exc:
             logger.exception("in-process task failed; it will not be retried")
             if record:
                 error = f"{type(exc).__name__}: {exc}"
-                tasks_table.transition(task_id, kind, TaskState.FAILED, error=error)
+                offload.tasks.transition(task_id, kind, TaskState.FAILED, error=error)
             return None
         if record:
-            tasks_table.transition(task_id, kind, TaskState.SUCCEEDED, result=result)
+            offload.tasks.transition(task_id, kind, TaskState.SUCCEEDED, result=result)
         logger.info("in-process task succeeded")
         return result
     finally:

@@ -25,7 +25,6 @@ from pydantic_core import PydanticSerializationError
 
 from offload.errors import PermanentTaskError, TaskError, UnknownTaskError
 from offload.queues import QueueName
-from offload.settings import get_settings
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -270,38 +269,41 @@ def _not_importable(func: Any) -> str | None:
     return next((problem for found, problem in problems if found), None)
 
 
-def task_modules() -> tuple[str, ...]:
-    """OFFLOAD_TASK_MODULES: module names or package prefixes, comma separated."""
-    entries = tuple(m.strip() for m in get_settings().task_modules.split(",") if m.strip())
+def task_modules(modules: str) -> tuple[str, ...]:
+    """`modules` (OFFLOAD_TASK_MODULES): module names or package prefixes, comma separated."""
+    entries = tuple(m.strip() for m in modules.split(",") if m.strip())
     for entry in entries:
         if not _MODULE.fullmatch(entry):
             raise ValueError(f"OFFLOAD_TASK_MODULES: {entry!r} is not a module name")
     return entries
 
 
-def allowed_module(module: str) -> bool:
-    """A worker may import this module to find a task: it is an entry of OFFLOAD_TASK_MODULES,
-    or inside a package that is. Unset, no module is: only registered @task functions run."""
-    return any(module == entry or module.startswith(f"{entry}.") for entry in task_modules())
+def allowed_module(module: str, modules: str) -> bool:
+    """A worker may import this module to find a task: it is an entry of `modules`
+    (OFFLOAD_TASK_MODULES), or inside a package that is. Empty, no module is: only registered
+    @task functions run."""
+    entries = task_modules(modules)
+    return any(module == entry or module.startswith(f"{entry}.") for entry in entries)
 
 
-def check_importable(definition: TaskDefinition) -> None:
+def check_importable(definition: TaskDefinition, modules: str) -> None:
     """Refuse, when a call is sent, a plain function that the workers would refuse to import."""
     if definition.declared:
         return  # a @task function: its module is loaded by the worker's OFFLOAD_TASK_MODULES
     module = definition.name.partition(":")[0]
-    if not allowed_module(module):
+    if not allowed_module(module, modules):
         raise NotSendableError(
             f"{definition.name} cannot be sent to a worker: its module is not in "
-            f"OFFLOAD_TASK_MODULES ({get_settings().task_modules or 'unset'}), so a worker "
+            f"OFFLOAD_TASK_MODULES ({modules or 'unset'}), so a worker "
             f"would refuse to import it. Add {module} (or its package) to OFFLOAD_TASK_MODULES "
             "on the API and on the workers"
         )
 
 
-def load_task_modules() -> None:
-    """Import the modules of OFFLOAD_TASK_MODULES, so that their @task decorators run."""
-    _import_modules(task_modules())
+def load_task_modules(modules: str) -> None:
+    """Import the modules of `modules` (OFFLOAD_TASK_MODULES), so that their @task decorators
+    run."""
+    _import_modules(task_modules(modules))
 
 
 @cache
@@ -311,20 +313,21 @@ def _import_modules(modules: tuple[str, ...]) -> None:
         importlib.import_module(module)
 
 
-def get_task(name: str) -> TaskDefinition:
+def get_task(name: str, modules: str) -> TaskDefinition:
     """The task a message names: a registered @task, or a plain function of an allowed module.
 
     Anything else is an UnknownTaskError (permanent: the message goes to the DLQ). A name is
-    checked against the grammar `module:function` and the allow-list before any import.
+    checked against the grammar `module:function` and the allow-list (`modules`, the value of
+    OFFLOAD_TASK_MODULES) before any import.
     """
-    load_task_modules()
+    load_task_modules(modules)
     definition = _registry.get(name)
     if definition is not None:
         return definition
     module_name, colon, function_name = name.partition(":")
     if not (colon and _MODULE.fullmatch(module_name) and _FUNCTION.fullmatch(function_name)):
         raise UnknownTaskError(f"no task named {name!r} is registered")
-    if not allowed_module(module_name):
+    if not allowed_module(module_name, modules):
         raise UnknownTaskError(
             f"no task named {name!r} is registered, and its module is not in "
             "OFFLOAD_TASK_MODULES: it was not imported"

@@ -8,46 +8,48 @@ from uuid import UUID
 
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from offload.aws import sqs, tasks_table
+from offload.aws.sqs import Sqs
 from offload.models import TaskState
 from offload.observability import logger
-from offload.settings import Settings, get_settings
+from offload.settings import Settings
+from offload.wiring import Offload
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.type_defs import MessageAttributeValueTypeDef
 
 
-def backoff_bounds(attempt: int, settings: Settings | None = None) -> tuple[int, int]:
+def backoff_bounds(attempt: int, settings: Settings) -> tuple[int, int]:
     """The shortest and longest backoff after receive `attempt`: an exponential ceiling from
     OFFLOAD_RETRY_BASE_SECONDS, capped at OFFLOAD_RETRY_MAX_SECONDS, with equal jitter (the
     delay is drawn between half the ceiling and the ceiling)."""
-    settings = settings or get_settings()
     # The exponent is capped: 2 ** 1024 no longer converts to float (a queue with no redrive).
     growth = 2 ** min(max(attempt - 1, 0), 64)
     ceiling = min(settings.retry_max_seconds, settings.retry_base_seconds * growth)
     return int(ceiling / 2), int(ceiling)
 
 
-def backoff_seconds(attempt: int) -> int:
+def backoff_seconds(attempt: int, settings: Settings) -> int:
     """Exponential backoff from the receive count, capped, with equal jitter."""
-    low, high = backoff_bounds(attempt)
+    low, high = backoff_bounds(attempt, settings)
     return random.randint(low, high)  # noqa: S311 - jitter, not crypto
 
 
-def record_transient_failure(task_id: UUID, kind: str, attempt: int, exc: BaseException) -> int:
+def record_transient_failure(
+    offload: Offload, task_id: UUID, kind: str, attempt: int, exc: BaseException
+) -> int:
     """Record the failure on the task; returns the seconds its message should stay hidden.
 
     On the queue's last receive the task is `dead` and the delay is 0, so that SQS moves the
     message to the DLQ at once rather than after the visibility timeout.
     """
-    final = attempt >= get_settings().max_receive_count
+    final = attempt >= offload.settings.max_receive_count
     state = TaskState.DEAD if final else TaskState.RETRYING
     reason = f"{type(exc).__name__}: {exc}"
-    tasks_table.transition(task_id, kind, state, attempts=attempt, error=reason)
-    return 0 if final else backoff_seconds(attempt)
+    offload.tasks.transition(task_id, kind, state, attempts=attempt, error=reason)
+    return 0 if final else backoff_seconds(attempt, offload.settings)
 
 
-def show_again_in(queue_url: str, receipt_handle: str, seconds: int) -> None:
+def show_again_in(sqs: Sqs, queue_url: str, receipt_handle: str, seconds: int) -> None:
     """Set when a received message comes back; if SQS refuses, it comes back anyway later."""
     refused = sqs.change_visibility(queue_url, receipt_handle, seconds)
     if refused is not None:
@@ -57,7 +59,7 @@ def show_again_in(queue_url: str, receipt_handle: str, seconds: int) -> None:
         )
 
 
-def dead_letter(record: SQSRecord, dlq_url: str, reason: str) -> None:
+def dead_letter(sqs: Sqs, record: SQSRecord, dlq_url: str, reason: str) -> None:
     """Copy the message to a DLQ with the reason (attribute `error`); the caller then reports
     the record as processed, so that Lambda deletes the original."""
     attributes: dict[str, MessageAttributeValueTypeDef] = {

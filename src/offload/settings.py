@@ -1,11 +1,10 @@
-"""Typed settings, read from the environment once, on first use.
+"""Typed settings, read from the environment when Offload is composed (offload.wiring.build).
 
 On AWS the template sets these variables on each function; locally the runner copies them
 from the same template, so there is one source of truth.
 """
 
 import os
-from functools import lru_cache
 from typing import Any
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -121,8 +120,3 @@ class Settings(BaseSettings):
     def dlq_url(self, queue: str) -> str:
         """The URL of the queue's dead-letter queue ("" if its variable is not set)."""
         return self.dlq_urls.get(queue, "")
-
-
-@lru_cache
-def get_settings() -> Settings:
-    return Settings()

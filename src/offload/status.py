@@ -17,10 +17,8 @@ from fastapi import APIRouter, HTTPException, Request, status
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from offload.aws import tasks_table
-from offload.fastapi import caller_subject
+from offload.fastapi import OffloadDep, caller_subject
 from offload.models import TaskState
-from offload.settings import get_settings
 
 
 class TaskPublic(BaseModel):
@@ -52,16 +50,16 @@ router = APIRouter(prefix="/tasks", tags=["tasks"])
         },
     },
 )
-async def get_task(task_id: UUID, request: Request) -> TaskPublic:
+async def get_task(task_id: UUID, request: Request, offload: OffloadDep) -> TaskPublic:
     """The task's state: queued → running → succeeded, or retrying, dead, failed (with why)."""
-    if not get_settings().tasks_table:
+    if not offload.settings.tasks_table:
         # Plain uvicorn with nothing configured: the tasks ran in-process, unrecorded.
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,
             detail="task status is not recorded: OFFLOAD_TASKS_TABLE is not set "
             "(in-process mode; run the local system with `offload run` for durable tasks)",
         )
-    record = await run_in_threadpool(tasks_table.get, task_id)
+    record = await run_in_threadpool(offload.tasks.get, task_id)
     if record is None or not record.visible_to(caller_subject(request)):
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no task {task_id}")
     return TaskPublic.model_validate(record.model_dump())

@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import app, handler
-from tests.support import AwsStack, EventLoader, task_message
+from tests.support import AwsStack, EventLoader, compose, installed, task_message
 
 NOTIFY_TASK = "write_log"
 
@@ -151,9 +151,8 @@ def test_get_task_event(aws: AwsStack, event: EventLoader, lambda_context: Any) 
     assert missing["statusCode"] == 404
 
     # A recorded task → its status
-    from offload.aws import tasks_table
 
-    tasks_table.create(UUID(task_id), "write_log")
+    installed().tasks.create(UUID(task_id), "write_log")
     found = invoke(event("api-get-task.json"), lambda_context)
     assert found["statusCode"] == 200
     body = json.loads(found["body"])
@@ -274,9 +273,8 @@ def test_sqs_refusing_the_message_answers_503_and_marks_the_task(
 ) -> None:
     # Given a queue URL that SQS does not know
     monkeypatch.setenv("OFFLOAD_TASK_QUEUE_URL", aws.task_queue + "-missing")
-    from offload.settings import get_settings
 
-    get_settings.cache_clear()
+    compose(monkeypatch)
 
     response = client.post("/send-notification/gina@example.com")
 

@@ -12,12 +12,11 @@ import pytest
 from example_app.emails import send_email
 from example_app.notifications import write_log
 from offload import dlq
-from offload.aws import clients, sqs, tasks_table
 from offload.enqueue import TaskCall, enqueue
 from offload.local.lambda_runtime import LambdaContext, sqs_event
 from offload.models import TaskMessage, TaskState
 from offload.registry import definition_of
-from tests.support import REGION, AwsStack, JsonLogs
+from tests.support import REGION, AwsStack, JsonLogs, compose, installed
 from workers.email import handler as email_handler
 from workers.tasks import handler as tasks_handler
 
@@ -39,11 +38,11 @@ def run_worker(aws: AwsStack, queue_url: str = "", handler: Handler = tasks_hand
     if not messages:
         return 0
     result = handler(
-        sqs_event(messages, sqs.queue_arn(queue_url)),  # type: ignore[arg-type]
+        sqs_event(messages, installed().sqs.queue_arn(queue_url)),  # type: ignore[arg-type]
         LambdaContext(function_name="Worker", timeout_seconds=30),
     )
     failed = {f["itemIdentifier"] for f in result["batchItemFailures"]}
-    sqs.delete_batch(queue_url, [m for m in messages if m["MessageId"] not in failed])  # type: ignore[arg-type]
+    installed().sqs.delete_batch(queue_url, [m for m in messages if m["MessageId"] not in failed])  # type: ignore[arg-type]
     return len(messages)
 
 
@@ -64,10 +63,10 @@ def dead_write_logs(aws: AwsStack, count: int, label: str) -> list[TaskMessage]:
     """`count` write_log tasks that died: `dead` after 5 receives, their messages not yet
     anywhere (the caller puts them in the DLQ)."""
     calls = [TaskCall(definition_of(write_log), {"message": f"{label} {i}"}) for i in range(count)]
-    messages = enqueue(calls)
-    sqs.delete_batch(aws.task_queue, aws.receive_all(aws.task_queue, visibility=30))  # type: ignore[arg-type]
+    messages = enqueue(installed(), calls)
+    installed().sqs.delete_batch(aws.task_queue, aws.receive_all(aws.task_queue, visibility=30))  # type: ignore[arg-type]
     for message in messages:
-        tasks_table.transition(
+        installed().tasks.transition(
             message.task_id, message.kind, TaskState.DEAD, attempts=5, error="Throttling"
         )
     return messages
@@ -76,10 +75,10 @@ def dead_write_logs(aws: AwsStack, count: int, label: str) -> list[TaskMessage]:
 @pytest.fixture
 def dead_task(aws: AwsStack) -> str:
     """A write_log task that was dead-lettered: its message named an unknown kind."""
-    (message,) = enqueue([TaskCall(definition_of(write_log), {"message": "hi"})])
+    (message,) = enqueue(installed(), [TaskCall(definition_of(write_log), {"message": "hi"})])
     broken = message.model_copy(update={"kind": "no_such_task"})
     aws.receive_all(aws.task_queue, visibility=30)  # drop the good copy
-    sqs.send_messages(aws.task_queue, [broken])
+    installed().sqs.send_messages(aws.task_queue, [broken])
     run_worker(aws)
     assert aws.task(message.task_id)["state"] == "dead"  # type: ignore[index]
     return str(message.task_id)
@@ -136,12 +135,11 @@ def test_purge_without_yes_and_no_terminal_purges_nothing(
 def test_stack_outputs_give_the_queue_urls(
     aws: AwsStack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from offload.settings import get_settings
 
     for name in ("OFFLOAD_TASK_QUEUE_URL", "OFFLOAD_TASK_DLQ_URL", "OFFLOAD_EMAIL_QUEUE_URL"):
         monkeypatch.delenv(name)
-    get_settings.cache_clear()
-    sqs.send_raw(aws.task_dlq, json.dumps({"task_id": str(uuid4())}), {})
+    compose(monkeypatch)
+    installed().sqs.send_raw(aws.task_dlq, json.dumps({"task_id": str(uuid4())}), {})
 
     assert dlq.main(["list", "--stack", "offload-local", "--queue", "tasks"]) == 0
 
@@ -154,7 +152,7 @@ def test_redrive_drops_a_copy_of_a_task_that_already_succeeded(
     # Given an email task that succeeded: one email sent
     definition = definition_of(send_email)
     payload = definition.payload(to="bob@example.com", subject="Hi", text="Hello")
-    (message,) = enqueue([TaskCall(definition, payload)])
+    (message,) = enqueue(installed(), [TaskCall(definition, payload)])
     assert run_worker(aws, aws.email_queue, email_handler) == 1
     assert len(aws.sent_emails()) == 1
     assert aws.task(message.task_id)["state"] == "succeeded"  # type: ignore[index]
@@ -182,7 +180,7 @@ def test_redrive_drops_a_copy_of_a_task_that_already_succeeded(
 
 
 @pytest.fixture
-def after_first_empty_receive() -> Iterator[list[Callable[[], None]]]:
+def after_first_empty_receive(aws: AwsStack) -> Iterator[list[Callable[[], None]]]:
     """Actions to run once, right after the DLQ tool's first ReceiveMessage that returned
     nothing (as if a worker dead-lettered more messages just then)."""
     actions: list[Callable[[], None]] = []
@@ -191,9 +189,9 @@ def after_first_empty_receive() -> Iterator[list[Callable[[], None]]]:
         if not parsed.get("Messages") and actions:
             actions.pop(0)()
 
-    clients.sqs_long_poll().meta.events.register("after-call.sqs.ReceiveMessage", hook)
+    installed().clients.sqs_long_poll.meta.events.register("after-call.sqs.ReceiveMessage", hook)
     yield actions
-    clients.sqs_long_poll().meta.events.unregister("after-call.sqs.ReceiveMessage", hook)
+    installed().clients.sqs_long_poll.meta.events.unregister("after-call.sqs.ReceiveMessage", hook)
 
 
 def test_redrive_moves_exactly_the_reset_messages_beyond_one_receive(
@@ -211,8 +209,8 @@ def test_redrive_moves_exactly_the_reset_messages_beyond_one_receive(
     late = dead_write_logs(aws, 5, "late")
     after_first_empty_receive.append(lambda: [dead_letter(aws.task_dlq, m) for m in late])
 
-    # When an operator redrives the task DLQ
-    assert dlq.main(["redrive", "--queue", "tasks"]) == 0
+    # When an operator redrives the task DLQ (its SQS client the one hooked above)
+    assert dlq.main(["redrive", "--queue", "tasks"], offload=installed()) == 0
 
     # Then all 30 messages are back on the TaskQueue, each task queued, and the DLQ is empty
     assert "tasks: 30 message(s) redriven" in capsys.readouterr().out
@@ -239,7 +237,7 @@ def test_redrive_leaves_what_it_cannot_reset_in_the_dlq_and_says_why(
     # record, and a task that another delivery is running right now
     (dead,) = dead_write_logs(aws, 1, "dead")
     dead_letter(aws.task_dlq, dead)
-    sqs.send_raw(aws.task_dlq, "this is not a task", {})
+    installed().sqs.send_raw(aws.task_dlq, "this is not a task", {})
     unknown = TaskMessage(kind="write_log", payload={"message": "no record"})
     dead_letter(aws.task_dlq, unknown)
     (running,) = dead_write_logs(aws, 1, "running")

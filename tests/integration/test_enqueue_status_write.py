@@ -10,9 +10,8 @@ from botocore.exceptions import ClientError
 from fastapi.testclient import TestClient
 
 from api.main import app
-from offload.aws import clients, sqs
 from offload.local.lambda_runtime import sqs_event
-from tests.support import REGION, AwsStack, JsonLogs, task_message
+from tests.support import REGION, AwsStack, JsonLogs, compose, installed, task_message
 from workers import email as email_worker
 
 
@@ -25,7 +24,7 @@ def tasks_table_refuses_writes(aws: AwsStack) -> Iterator[None]:
             code = "ProvisionedThroughputExceededException"
             raise ClientError({"Error": {"Code": code, "Message": "slow down"}}, "PutItem")
 
-    dynamodb = clients.dynamodb()
+    dynamodb = installed().clients.dynamodb
     dynamodb.meta.events.register("before-parameter-build.dynamodb.PutItem", throttle)
     try:
         yield
@@ -75,7 +74,7 @@ def test_the_worker_creates_the_missing_record_and_sends_the_email(
     )["Messages"]
 
     # When the EmailWorker runs it (its status writes are updates, not the refused PutItem)
-    event = sqs_event(messages, sqs.queue_arn(aws.email_queue))
+    event = sqs_event(messages, installed().sqs.queue_arn(aws.email_queue))
     result = email_worker.handler(event, lambda_context)
 
     # Then the task gets its record, succeeded, and the email went out once
@@ -91,9 +90,8 @@ def test_sqs_refusing_the_task_is_still_503_when_the_status_write_fails_too(
 ) -> None:
     # Given a queue URL SQS does not know, and a tasks table refusing writes
     monkeypatch.setenv("OFFLOAD_EMAIL_QUEUE_URL", aws.email_queue + "-missing")
-    from offload.settings import get_settings
 
-    get_settings.cache_clear()
+    compose(monkeypatch)
 
     with TestClient(app) as client:
         response = client.post("/email/jo@example.com")

@@ -20,12 +20,9 @@ from types import ModuleType
 import pytest
 from fastapi.testclient import TestClient
 
-from offload import in_process
-from offload.aws import sqs
 from offload.local.lambda_runtime import LambdaContext, sqs_event
-from offload.settings import get_settings
 from offload.worker import sqs_handler
-from tests.support import AwsStack, JsonLogs, task_message
+from tests.support import AwsStack, JsonLogs, compose, installed, task_message
 
 TUTORIALS = Path(__file__).parent / "fastapi_tutorial"
 FASTAPI_IMPORT = "from fastapi import "
@@ -140,7 +137,6 @@ def test_in_process_without_a_queue(
     env: None, load: Loader, json_logs: JsonLogs, tutorial: str
 ) -> None:
     # Given plain uvicorn-style serving: no queue URL, no table (env: no OFFLOAD_*)
-    in_process.warn_once.cache_clear()
     client = TestClient(load(tutorial).app)
 
     # When FastAPI's test runs, it passes: the tasks ran in-process after the response
@@ -163,7 +159,7 @@ def test_durably_through_sqs_and_the_task_worker(
     module = f"dropin_{tutorial}"
     modules = f"{aws.environment['OFFLOAD_TASK_MODULES']},{module}"
     monkeypatch.setenv("OFFLOAD_TASK_MODULES", modules)
-    get_settings.cache_clear()
+    compose(monkeypatch)
     client = TestClient(load(tutorial).app)
 
     # When FastAPI's test makes its request, the answer is FastAPI's
@@ -180,7 +176,7 @@ def test_durably_through_sqs_and_the_task_worker(
 
     # And a worker that never imported the app imports the module by name and runs them
     sys.modules.pop(module)
-    event = sqs_event(messages, sqs.queue_arn(aws.task_queue))  # type: ignore[arg-type]
+    event = sqs_event(messages, installed().sqs.queue_arn(aws.task_queue))  # type: ignore[arg-type]
     result = sqs_handler("tasks")(event, LambdaContext("offload-dev-TaskWorker", 30))
 
     assert result == {"batchItemFailures": []}

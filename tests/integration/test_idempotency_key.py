@@ -8,9 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import app, handler
-from offload.aws import clients
-from offload.settings import get_settings
-from tests.support import AwsStack, EventLoader, task_message
+from tests.support import AwsStack, EventLoader, compose, installed, task_message
 
 
 @pytest.fixture
@@ -76,12 +74,12 @@ def test_a_retry_after_a_503_with_the_same_key_queues_the_task_for_real(
     # Given a first attempt that SQS refused: the client is told to retry (503)
     headers = {"Idempotency-Key": "order-44"}
     monkeypatch.setenv("OFFLOAD_EMAIL_QUEUE_URL", aws.email_queue + "-missing")
-    get_settings.cache_clear()
+    compose(monkeypatch)
     assert client.post("/emails", json=EMAIL, headers=headers).status_code == 503
 
     # When the client retries with the same key, and SQS takes it this time
     monkeypatch.setenv("OFFLOAD_EMAIL_QUEUE_URL", aws.email_queue)
-    get_settings.cache_clear()
+    compose(monkeypatch)
     retry = client.post("/emails", json=EMAIL, headers=headers)
 
     # Then the task (same id, derived from the key) is queued again, not left failed
@@ -107,7 +105,7 @@ def test_under_lambda_a_key_in_progress_frees_itself_at_the_function_timeout(
     def peek(**_: Any) -> None:
         seen.extend(aws.table_items(aws.idempotency_table))
 
-    sqs_client = clients.sqs()
+    sqs_client = installed().clients.sqs
     sqs_client.meta.events.register("before-call.sqs.SendMessageBatch", peek)
     try:
         # When Lambda invokes the API handler

@@ -9,10 +9,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from offload import in_process, task
+from offload import task
 from offload.fastapi import BackgroundTasks
-from offload.settings import get_settings
-from tests.support import AwsStack, JsonLogs
+from tests.support import AwsStack, JsonLogs, compose
 
 WARNING = (
     "OFFLOAD_TASK_QUEUE_URL is not set: running tasks in-process, NOT durable "
@@ -62,7 +61,6 @@ def build_app() -> FastAPI:
 @pytest.fixture
 def fresh() -> Iterator[None]:
     timeline.clear()
-    in_process.warn_once.cache_clear()  # "once per process": start as a new process
     yield
     timeline.clear()
 
@@ -125,7 +123,7 @@ def test_with_a_tasks_table_the_in_process_task_is_recorded(
 ) -> None:
     # Given a tasks table but no task queue
     monkeypatch.setenv("OFFLOAD_TASK_QUEUE_URL", "")
-    get_settings.cache_clear()
+    compose(monkeypatch)
 
     with TestClient(build_app()) as client:
         response = client.post("/count/ab", params={"times": "2"})

@@ -17,14 +17,13 @@ from botocore.exceptions import ClientError, ConnectTimeoutError, EndpointConnec
 
 from example_app.emails import send_email
 from example_app.notifications import write_log
-from offload.aws import clients, idempotency, sqs
 from offload.aws.errors import transient_errors
 from offload.enqueue import TaskCall, enqueue
 from offload.errors import EmailRejectedError, TransientTaskError
 from offload.local.lambda_runtime import LambdaContext, sqs_event
 from offload.models import TaskMessage
 from offload.registry import definition_of
-from tests.support import REGION, AwsStack, JsonLogs
+from tests.support import REGION, AwsStack, JsonLogs, compose, installed
 from workers.email import handler as email_handler
 from workers.tasks import handler as tasks_handler
 
@@ -55,21 +54,25 @@ def deliver(queue_url: str, handler: Any, context: Any | None = None) -> dict[st
     assert messages, "nothing to deliver"
     context = context or LambdaContext(function_name="EmailWorker", timeout_seconds=30)
     try:
-        result: dict[str, Any] = handler(sqs_event(messages, sqs.queue_arn(queue_url)), context)  # type: ignore[arg-type]
+        result: dict[str, Any] = handler(
+            sqs_event(messages, installed().sqs.queue_arn(queue_url)), context
+        )  # type: ignore[arg-type]
     except BatchProcessingError:
         # Every record failed: Powertools fails the invocation and Lambda keeps them all.
         result = {"batchItemFailures": [{"itemIdentifier": m["MessageId"]} for m in messages]}
     # ... and, as Lambda does, delete the records the handler did not report as failed
     failed = {f["itemIdentifier"] for f in result["batchItemFailures"]}
     done = [m for m in messages if m["MessageId"] not in failed]
-    sqs.delete_batch(queue_url, done)  # type: ignore[arg-type]
+    installed().sqs.delete_batch(queue_url, done)  # type: ignore[arg-type]
     return {"result": result, "messages": messages}
 
 
 def release(queue_url: str, delivery: dict[str, Any]) -> None:
     """Make a delivery's failed messages visible again (as if their backoff had passed)."""
     failed = set(failures(delivery))
-    sqs.release(queue_url, [m for m in delivery["messages"] if m["MessageId"] in failed])
+    installed().sqs.release(
+        queue_url, [m for m in delivery["messages"] if m["MessageId"] in failed]
+    )
 
 
 def failures(delivery: dict[str, Any]) -> list[str]:
@@ -77,7 +80,7 @@ def failures(delivery: dict[str, Any]) -> list[str]:
 
 
 @pytest.fixture
-def ses_faults() -> Iterator[list[ClientError]]:
+def ses_faults(aws: AwsStack) -> Iterator[list[ClientError]]:
     """Errors to raise from the next SES SendEmail calls (a botocore hook on the client)."""
     queued: list[ClientError] = []
 
@@ -85,9 +88,9 @@ def ses_faults() -> Iterator[list[ClientError]]:
         if queued:
             raise queued.pop(0)
 
-    clients.ses().meta.events.register("before-call.sesv2.SendEmail", hook)
+    installed().clients.ses.meta.events.register("before-call.sesv2.SendEmail", hook)
     yield queued
-    clients.ses().meta.events.unregister("before-call.sesv2.SendEmail", hook)
+    installed().clients.ses.meta.events.unregister("before-call.sesv2.SendEmail", hook)
 
 
 # ---------------------------------------------------------------- classification
@@ -112,14 +115,22 @@ def test_message_rejected_is_permanent(aws: AwsStack, ses_faults: list[ClientErr
 
     ses_faults.append(_error("MessageRejected"))
     with pytest.raises(EmailRejectedError, match="MessageRejected"):
-        ses.send_email(sender="a@example.com", to="b@example.com", subject="s", text="t", html=None)
+        ses.send_email(
+            installed().clients.ses,
+            sender="a@example.com",
+            to="b@example.com",
+            subject="s",
+            text="t",
+            html=None,
+            needs_seconds=0,
+        )
 
 
 # ---------------------------------------------------------------- duplicates
 def test_a_message_delivered_twice_sends_one_email(aws: AwsStack) -> None:
     # Given: one task whose message is on the queue twice
-    (message,) = enqueue([email_call()])
-    sqs.send_messages(aws.email_queue, [message])
+    (message,) = enqueue(installed(), [email_call()])
+    installed().sqs.send_messages(aws.email_queue, [message])
 
     # When: both copies arrive in one batch
     delivery = deliver(aws.email_queue, email_handler)
@@ -132,14 +143,17 @@ def test_a_message_delivered_twice_sends_one_email(aws: AwsStack) -> None:
 
 
 # ---------------------------------------------------------------- transient errors
-def test_throttled_task_retries_with_backoff_then_succeeds_once(
-    aws: AwsStack, ses_faults: list[ClientError], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from offload.settings import get_settings
-
+@pytest.fixture
+def slow_retries(aws: AwsStack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A backoff of 100-200 s after the first receive (composed before ses_faults hooks SES)."""
     monkeypatch.setenv("OFFLOAD_RETRY_BASE_SECONDS", "200")
-    get_settings.cache_clear()
-    (message,) = enqueue([email_call()])
+    compose(monkeypatch)
+
+
+def test_throttled_task_retries_with_backoff_then_succeeds_once(
+    aws: AwsStack, slow_retries: None, ses_faults: list[ClientError]
+) -> None:
+    (message,) = enqueue(installed(), [email_call()])
     ses_faults.append(_error("Throttling"))
 
     # When: the first delivery is throttled
@@ -152,7 +166,7 @@ def test_throttled_task_retries_with_backoff_then_succeeds_once(
     assert status is not None
     assert (status["state"], status["attempts"]) == ("retrying", "1")
     assert "Throttling" in status["error"]
-    assert sqs.counts(aws.email_queue)["ApproximateNumberOfMessagesNotVisible"] == 1
+    assert installed().sqs.counts(aws.email_queue)["ApproximateNumberOfMessagesNotVisible"] == 1
     assert (
         not boto3.client("sqs", region_name=REGION)
         .receive_message(QueueUrl=aws.email_queue)
@@ -174,7 +188,7 @@ def test_throttled_task_retries_with_backoff_then_succeeds_once(
 def test_rejected_email_is_dead_at_once_with_the_reason(
     aws: AwsStack, ses_faults: list[ClientError], json_logs: JsonLogs
 ) -> None:
-    (message,) = enqueue([email_call()])
+    (message,) = enqueue(installed(), [email_call()])
     ses_faults.append(_error("MessageRejected"))
 
     delivery = deliver(aws.email_queue, email_handler)
@@ -187,7 +201,7 @@ def test_rejected_email_is_dead_at_once_with_the_reason(
     (dead,) = aws.receive_all(aws.email_dlq)
     assert dead["MessageAttributes"]["task_id"]["StringValue"] == str(message.task_id)
     assert "MessageRejected" in dead["MessageAttributes"]["error"]["StringValue"]
-    assert sum(sqs.counts(aws.email_queue).values()) == 0
+    assert sum(installed().sqs.counts(aws.email_queue).values()) == 0
     (logged,) = json_logs.find("task failed permanently; sent to the DLQ without retry")
     assert logged["level"] == "ERROR" and "MessageRejected" in logged["reason"]
     assert logged["task_id"] == str(message.task_id)
@@ -199,7 +213,7 @@ def test_each_copy_of_a_poison_message_is_dead_lettered_on_its_first_receive(
     task_id = uuid4()
     body = json.dumps({"task_id": str(task_id), "kind": "write_log", "nonsense": 1})
     for _ in range(2):
-        sqs.send_raw(aws.task_queue, body, {})
+        installed().sqs.send_raw(aws.task_queue, body, {})
 
     delivery = deliver(aws.task_queue, tasks_handler)
 
@@ -218,7 +232,7 @@ def test_a_poison_message_with_a_malformed_task_id_attribute_is_dead_lettered(
 ) -> None:
     # Given a body that is not a task message, with a task_id attribute that is not a UUID
     attributes: Any = {"task_id": {"DataType": "String", "StringValue": "../../etc/passwd"}}
-    sqs.send_raw(aws.task_queue, "not json", attributes)
+    installed().sqs.send_raw(aws.task_queue, "not json", attributes)
 
     delivery = deliver(aws.task_queue, tasks_handler)
 
@@ -235,7 +249,7 @@ def test_a_poison_message_keeps_its_attributes_in_the_dlq(aws: AwsStack) -> None
         "task_id": {"DataType": "String", "StringValue": str(task_id)},
         "kind": {"DataType": "String", "StringValue": "send_email"},
     }
-    sqs.send_raw(aws.email_queue, "{broken", attributes)
+    installed().sqs.send_raw(aws.email_queue, "{broken", attributes)
 
     assert failures(deliver(aws.email_queue, email_handler)) == []
 
@@ -248,7 +262,7 @@ def test_a_poison_message_keeps_its_attributes_in_the_dlq(aws: AwsStack) -> None
 
 # ---------------------------------------------------------------- time guard
 def test_near_the_timeout_records_go_back_untouched(aws: AwsStack) -> None:
-    enqueue([email_call(), email_call("carol@example.com")])
+    enqueue(installed(), [email_call(), email_call("carol@example.com")])
     nearly_out = LambdaContext(function_name="EmailWorker", timeout_seconds=2)
 
     delivery = deliver(aws.email_queue, email_handler, nearly_out)
@@ -256,20 +270,18 @@ def test_near_the_timeout_records_go_back_untouched(aws: AwsStack) -> None:
     assert sorted(failures(delivery)) == sorted(m["MessageId"] for m in delivery["messages"])
     assert aws.sent_emails() == []
     # Back after the first backoff (1-2 s: the receive counted), not the visibility timeout
-    assert sqs.counts(aws.email_queue)["ApproximateNumberOfMessages"] == 0
+    assert installed().sqs.counts(aws.email_queue)["ApproximateNumberOfMessages"] == 0
     time.sleep(2.1)
-    assert sqs.counts(aws.email_queue)["ApproximateNumberOfMessages"] == 2
+    assert installed().sqs.counts(aws.email_queue)["ApproximateNumberOfMessages"] == 2
 
 
 # ---------------------------------------------------------------- a worker that died
 def test_a_dead_workers_in_progress_record_expires_at_its_timeout(aws: AwsStack) -> None:
-    from offload.worker.runtime import _runner
-
-    (message,) = enqueue([email_call()])
+    (message,) = enqueue(installed(), [email_call()])
     data = message.model_dump(mode="json")
     # Given: a worker took the task (in-progress record, 2 s left in its Lambda) and died
-    store = idempotency.persistence_layer()
-    config, _ = _runner(store)
+    runtime = email_handler.runtime  # the worker's, on the Offload of this test
+    store, config = runtime.store, runtime.idempotency
     store.configure(config, key_prefix="offload-task")
     store.save_inprogress(data=data, remaining_time_in_millis=2_000)
 
@@ -291,8 +303,12 @@ def test_every_log_line_of_a_task_carries_its_correlation_id_and_no_other(
     aws: AwsStack, json_logs: JsonLogs
 ) -> None:
     definition = definition_of(write_log)
-    (first,) = enqueue([TaskCall(definition, {"message": "one"})], correlation_id="corr-123")
-    (second,) = enqueue([TaskCall(definition, {"message": "two"})], correlation_id=None)
+    (first,) = enqueue(
+        installed(), [TaskCall(definition, {"message": "one"})], correlation_id="corr-123"
+    )
+    (second,) = enqueue(
+        installed(), [TaskCall(definition, {"message": "two"})], correlation_id=None
+    )
 
     deliver(aws.task_queue, tasks_handler)
 
@@ -314,12 +330,11 @@ def test_every_log_line_of_a_task_carries_its_correlation_id_and_no_other(
 def test_a_large_payload_travels_through_s3_and_is_loaded_by_the_worker(
     aws: AwsStack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from offload.settings import get_settings
 
     monkeypatch.setenv("OFFLOAD_MAX_MESSAGE_BYTES", "2048")
-    get_settings.cache_clear()
+    compose(monkeypatch)
     text = "x" * 50_000
-    (message,) = enqueue([email_call(text=None, html=f"<p>{text}</p>")])
+    (message,) = enqueue(installed(), [email_call(text=None, html=f"<p>{text}</p>")])
 
     # Then: the message carries a pointer, the payload is in the payload bucket
     (queued,) = aws.receive_all(aws.email_queue)
@@ -344,7 +359,7 @@ def test_a_pointer_to_a_missing_payload_is_dead(aws: AwsStack) -> None:
     pointer = TaskMessage(
         task_id=task_id, kind="send_email", payload_ref=f"s3://{bucket}/payloads/{task_id}.json"
     )
-    sqs.send_messages(aws.email_queue, [pointer])
+    installed().sqs.send_messages(aws.email_queue, [pointer])
 
     assert failures(deliver(aws.email_queue, email_handler)) == []
 

@@ -20,8 +20,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from api.main import app
-from offload.settings import get_settings
-from tests.support import AwsStack
+from tests.support import AwsStack, compose
 
 TOKEN = "fuzz-token"
 CHECKS = [
@@ -39,9 +38,8 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", app)
 @pytest.fixture
 def api_with_token(aws: AwsStack, monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsStack]:
     monkeypatch.setenv("OFFLOAD_API_TOKEN", TOKEN)
-    get_settings.cache_clear()
+    compose(monkeypatch)
     yield aws
-    get_settings.cache_clear()
 
 
 @schema.parametrize()

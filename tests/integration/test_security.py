@@ -16,10 +16,11 @@ from pydantic import ValidationError
 
 from api.main import app, handler
 from api.security import PUBLIC_PATHS
-from offload.aws import tasks_table
+from example_app.settings import get_settings
+from offload.fastapi import get_offload
 from offload.models import TaskState
-from offload.settings import Settings, get_settings
-from tests.support import AwsStack, EventLoader
+from offload.settings import Settings
+from tests.support import AwsStack, EventLoader, compose, installed
 
 TOKEN = "s3cret-token-for-tests"
 SAMPLE_ID = "3e8f1a2b-4c5d-4e6f-9a0b-1c2d3e4f5a6b"
@@ -41,7 +42,8 @@ def client(aws: AwsStack) -> Iterator[TestClient]:
 def configure(monkeypatch: pytest.MonkeyPatch, **settings: str) -> None:
     for name, value in settings.items():
         monkeypatch.setenv(f"OFFLOAD_{name.upper()}", value)
-    get_settings.cache_clear()
+    get_settings.cache_clear()  # the example app's reading (request validation, body limit)
+    compose(monkeypatch)
 
 
 def app_routes() -> list[tuple[str, str]]:
@@ -99,7 +101,10 @@ def test_an_empty_token_is_a_settings_error_not_an_open_api(
     empty: str,
 ) -> None:
     # Given OFFLOAD_API_TOKEN set but empty (a typo, or `export OFFLOAD_API_TOKEN=$UNSET_VAR`)
-    configure(monkeypatch, api_token=empty)
+    monkeypatch.setenv("OFFLOAD_API_TOKEN", empty)
+    # ... and the app composing its own Offload from that environment, as it does when deployed
+    monkeypatch.delitem(app.dependency_overrides, get_offload)
+    monkeypatch.delattr(app.state, "offload", raising=False)
 
     # Then the settings refuse it, naming the variable
     with pytest.raises(ValidationError, match="OFFLOAD_API_TOKEN"):
@@ -131,7 +136,7 @@ def test_make_run_refuses_an_empty_token(
 
 def test_no_token_configured_means_open(aws: AwsStack, client: TestClient) -> None:
     # On AWS the JWT authorizer has already checked the caller; the app adds nothing.
-    assert get_settings().api_token is None
+    assert installed().settings.api_token is None
 
     assert client.post("/send-notification/alice@example.com").status_code == 202
 
@@ -394,7 +399,7 @@ def test_a_jwt_without_a_subject_is_refused_on_every_route_but_health(
     aws: AwsStack, event: EventLoader, lambda_context: Any, claims: dict[str, str]
 ) -> None:
     # Given a task without an owner (readable by any identified caller), and the app's routes
-    tasks_table.transition(UUID(SAMPLE_ID), "process_upload", TaskState.RUNNING, attempts=1)
+    installed().tasks.transition(UUID(SAMPLE_ID), "process_upload", TaskState.RUNNING, attempts=1)
     routes = [(m, p) for m, p in app_routes() if p not in PUBLIC_PATHS]
     assert {p for _, p in routes} >= {"/emails", "/uploads", f"/tasks/{SAMPLE_ID}"}, routes
 

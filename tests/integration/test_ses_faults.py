@@ -21,12 +21,10 @@ import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
 from example_app.emails import send_email
-from offload.aws import clients
 from offload.enqueue import TaskCall, enqueue
 from offload.local.lambda_runtime import LambdaContext, sqs_event
 from offload.registry import definition_of
-from offload.settings import get_settings
-from tests.support import REGION, AwsStack, JsonLogs
+from tests.support import REGION, AwsStack, JsonLogs, compose, installed
 from workers import email as email_worker
 
 SEND_EMAIL_PATH = "/v2/email/outbound-emails"
@@ -82,12 +80,12 @@ def ses_outage(aws: AwsStack, monkeypatch: pytest.MonkeyPatch) -> Iterator[SesOu
     outage = SesOutage()
     outage.thread.start()
     monkeypatch.setenv("AWS_ENDPOINT_URL_SESV2", outage.url)
-    clients.reset()
+    compose(monkeypatch)
     try:
         yield outage
     finally:
         monkeypatch.delenv("AWS_ENDPOINT_URL_SESV2", raising=False)  # before `aws` cleans up
-        clients.reset()
+        compose(monkeypatch)
         outage.released.set()
         outage.server.shutdown()
         outage.server.server_close()
@@ -96,18 +94,18 @@ def ses_outage(aws: AwsStack, monkeypatch: pytest.MonkeyPatch) -> Iterator[SesOu
 def ses_recovers(monkeypatch: pytest.MonkeyPatch) -> None:
     """SES answers again: the worker's SES client goes back to moto."""
     monkeypatch.delenv("AWS_ENDPOINT_URL_SESV2")
-    clients.reset()
+    compose(monkeypatch)
 
 
 def retry_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OFFLOAD_RETRY_BASE_SECONDS", "0")
-    get_settings.cache_clear()
+    compose(monkeypatch)
 
 
 def enqueue_email(to: str = "dora@example.com", count: int = 1) -> UUID:
     definition = definition_of(send_email)
     payload = definition.payload(to=to, subject="Your report", text="It is ready.")
-    return enqueue([TaskCall(definition, payload) for _ in range(count)])[0].task_id
+    return enqueue(installed(), [TaskCall(definition, payload) for _ in range(count)])[0].task_id
 
 
 def received_event(queue_url: str) -> dict[str, Any]:
@@ -134,7 +132,7 @@ def handle(event: dict[str, Any], context: LambdaContext) -> list[str]:
 
 
 def budget_seconds() -> float:
-    return get_settings().record_time_budget_ms / 1000
+    return installed().settings.record_time_budget_ms / 1000
 
 
 # ---------------------------------------------------------------- one attempt per delivery
@@ -185,7 +183,7 @@ def test_an_ses_answer_slower_than_the_read_timeout_is_one_request_within_the_bu
     # Given SES that answers only after 10.5 s (the issue's endpoint)
     ses_outage.answer_after(10.5)
     task_id = enqueue_email()
-    settings = get_settings()
+    settings = installed().settings
 
     # When the EmailWorker gets the message
     started = time.monotonic()
@@ -209,7 +207,7 @@ def test_ses_is_not_called_when_the_invocation_has_less_time_left_than_the_call_
 ) -> None:
     # Given an invocation with just over the record budget left, which then loses time before
     # the send (a slow DynamoDB claim, simulated by moving the invocation's start back)
-    settings = get_settings()
+    settings = installed().settings
     task_id = enqueue_email()
     context = LambdaContext("offload-dev-EmailWorker", int(budget_seconds()) + 1)
     needed = settings.ses_send_seconds
@@ -217,7 +215,7 @@ def test_ses_is_not_called_when_the_invocation_has_less_time_left_than_the_call_
     def slow_claim(**_: Any) -> None:
         context.started -= context.get_remaining_time_in_millis() / 1000 - (needed - 0.5)
 
-    clients.dynamodb().meta.events.register("before-call.dynamodb.PutItem", slow_claim)
+    installed().clients.dynamodb.meta.events.register("before-call.dynamodb.PutItem", slow_claim)
 
     # When the worker reaches the send
     failed = handle(received_event(aws.email_queue), context)
@@ -271,7 +269,7 @@ def test_ses_throttled_for_ten_minutes_does_not_kill_the_task(
     ses_outage.throttle()
     task_id = enqueue_email()
     sqs = boto3.client("sqs", region_name=REGION)
-    max_receives = get_settings().max_receive_count
+    max_receives = installed().settings.max_receive_count
     waited = 0
 
     # When every receive but the last is throttled (the test shows each message again at once

@@ -14,15 +14,13 @@ import pytest
 from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 
-from offload import in_process
-from offload.aws import sqs
 from offload.fastapi import BackgroundTasks
 from offload.local.lambda_runtime import LambdaContext, sqs_event
 from offload.models import TaskMessage
 from offload.registry import NotSendableError
 from offload.worker import sqs_handler
 from tests.integration import own_tasks
-from tests.support import AwsStack, JsonLogs, task_message
+from tests.support import AwsStack, JsonLogs, installed, task_message
 
 NEVER = "tests.unit.never_imported"
 
@@ -31,7 +29,7 @@ def run_worker(aws: AwsStack) -> list[dict[str, Any]]:
     """Hand every message on the task queue to the TaskWorker's handler, as Lambda would."""
     messages = aws.receive_all(aws.task_queue, visibility=30)
     assert messages, "nothing to deliver"
-    event = sqs_event(messages, sqs.queue_arn(aws.task_queue))  # type: ignore[arg-type]
+    event = sqs_event(messages, installed().sqs.queue_arn(aws.task_queue))  # type: ignore[arg-type]
     result = sqs_handler("tasks")(event, LambdaContext("offload-dev-TaskWorker", 30))
     assert result == {"batchItemFailures": []}
     return messages
@@ -83,7 +81,7 @@ def test_a_message_naming_anything_else_is_dead_lettered_and_nothing_is_imported
 ) -> None:
     # Given a message, forged or stale, naming something the deployment does not allow
     message = TaskMessage(kind=kind, payload={})
-    assert sqs.send_messages(aws.task_queue, [message]) == {}
+    assert installed().sqs.send_messages(aws.task_queue, [message]) == {}
 
     # When the TaskWorker receives it
     run_worker(aws)
@@ -133,8 +131,6 @@ def build_app() -> FastAPI:
 def test_without_a_queue_closures_and_sessions_run_in_process(
     env: None, effects: list[tuple[str, object]], json_logs: JsonLogs
 ) -> None:
-    in_process.warn_not_sendable.cache_clear()
-
     response = TestClient(build_app()).post("/rows/7")
 
     assert response.status_code == 200

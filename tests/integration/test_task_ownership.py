@@ -11,9 +11,8 @@ from typing import Any
 from uuid import UUID
 
 from api.main import handler
-from offload.aws import tasks_table
 from offload.models import TaskState
-from tests.support import AwsStack, EventLoader
+from tests.support import AwsStack, EventLoader, installed
 
 ALICE = "5f1e6a2c-0b7d-4e3f-9a18-c2d4e6f8a0b1"
 BOB = "9c8b7a6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"
@@ -96,7 +95,7 @@ def test_a_task_without_an_owner_stays_readable(
 ) -> None:
     # Given a task recorded by a worker (a message that did not come through the API)
     task_id = UUID("6f1c2b9e-8d4a-4c3e-9b7f-2a5d1e0c8b41")
-    tasks_table.transition(task_id, "write_log", TaskState.RUNNING, attempts=1)
+    installed().tasks.transition(task_id, "write_log", TaskState.RUNNING, attempts=1)
 
     # When any caller reads it, then they get its status
     for sub in (ALICE, BOB):
@@ -112,7 +111,7 @@ def test_the_worker_keeps_the_owner(aws: AwsStack, event: EventLoader, lambda_co
         lambda_context,
     )
     task_id = UUID(json.loads(created["body"])["task_id"])
-    tasks_table.transition(task_id, "write_log", TaskState.SUCCEEDED, attempts=1, result=None)
+    installed().tasks.transition(task_id, "write_log", TaskState.SUCCEEDED, attempts=1, result=None)
 
     # Then it is still hers alone
     assert read(event, f"/tasks/{task_id}", ALICE, lambda_context)["statusCode"] == 200
@@ -128,7 +127,7 @@ def test_an_upload_and_its_result_links_are_its_creators_only(
     created = handler(as_caller(request, ALICE, "offload/tasks.write"), lambda_context)
     assert created["statusCode"] == 201, created["body"]
     upload_id = UUID(json.loads(created["body"])["upload_id"])
-    tasks_table.transition(
+    installed().tasks.transition(
         upload_id, "process_upload", TaskState.SUCCEEDED, attempts=1, result={"rows": {}}
     )
 

@@ -14,10 +14,9 @@ import pytest
 from botocore.exceptions import ClientError
 
 from example_app.uploads.models import UPLOAD_KIND
-from offload.aws import clients, tasks_table
 from offload.aws.uploads_s3 import PART_BYTES, MultipartWriter
 from offload.models import TaskState
-from tests.support import REGION, AwsStack, EventLoader, JsonLogs
+from tests.support import REGION, AwsStack, EventLoader, JsonLogs, installed
 from workers.upload import handler
 
 UPLOAD = UUID("5e1d3c2b-9a8f-4e7d-8c6b-5a4f3e2d1c0b")
@@ -39,7 +38,7 @@ def lose_the_answer(**_: Any) -> None:
 
 @pytest.fixture
 def complete_fails(aws: AwsStack) -> Iterator[None]:
-    s3 = clients.s3()
+    s3 = installed().clients.s3
     s3.meta.events.register("after-call.s3.CompleteMultipartUpload", lose_the_answer)
     yield
     s3.meta.events.unregister("after-call.s3.CompleteMultipartUpload", lose_the_answer)
@@ -54,7 +53,9 @@ def test_the_writer_raises_the_complete_error_when_the_abort_fails_too(
 ) -> None:
     # Given a multipart write whose CompleteMultipartUpload fails (and is gone on S3's side)
     bucket = aws.environment["OFFLOAD_UPLOAD_BUCKET"]
-    writer = MultipartWriter(bucket, "results/abort-test/cleaned.csv", "text/csv")
+    writer = MultipartWriter(
+        installed().clients.s3, bucket, "results/abort-test/cleaned.csv", "text/csv"
+    )
     writer.write(b"x" * (PART_BYTES + 1))
 
     # When it is closed, and aborted on the failure as the upload service does
@@ -86,7 +87,7 @@ def test_an_upload_whose_result_cannot_be_completed_reports_that_error(
     boto3.client("s3", region_name=REGION).put_object(
         Bucket=bucket, Key=KEY, Body=b"id,customer,amount\n" + rows, ContentType="text/csv"
     )
-    tasks_table.create(UPLOAD, UPLOAD_KIND)
+    installed().tasks.create(UPLOAD, UPLOAD_KIND)
     message = json.loads(json.dumps(event("sqs-upload-worker.json")).replace(EVENT_BUCKET, bucket))
     message["Records"] = message["Records"][:1]
     body = message["Records"][0]["body"]
@@ -97,7 +98,7 @@ def test_an_upload_whose_result_cannot_be_completed_reports_that_error(
     assert len(response["batchItemFailures"]) == 1
 
     # Then the task will retry, and its reason is the failed complete, not the failed abort
-    task = tasks_table.get(UPLOAD)
+    task = installed().tasks.get(UPLOAD)
     assert task is not None and task.state is TaskState.RETRYING
     assert task.error is not None
     assert "CompleteMultipartUpload" in task.error and "InternalError" in task.error

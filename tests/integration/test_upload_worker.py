@@ -28,12 +28,10 @@ from api.main import app
 from example_app.uploads.models import UPLOAD_KIND
 from example_app.uploads.summary import TableSummary
 from offload import dlq
-from offload.aws import clients, sqs, tasks_table
 from offload.local.lambda_runtime import LambdaContext, sqs_event
 from offload.models import TaskState
-from offload.settings import get_settings
 from tests.integration import upload_child
-from tests.support import REGION, AwsStack, EventLoader, JsonLogs
+from tests.support import REGION, AwsStack, EventLoader, JsonLogs, compose, installed
 from workers.upload import handler
 
 SQS_UPLOAD = UUID("3f2b8d4e-1c6a-4f7b-8e9d-5a4b3c2d1e0f")
@@ -78,7 +76,7 @@ class Uploads:
         return json.loads(text.replace(old, self.bucket))  # type: ignore[no-any-return]
 
     def task(self, upload_id: UUID) -> Any:
-        return tasks_table.get(upload_id)
+        return installed().tasks.get(upload_id)
 
     def clear(self) -> None:
         for key in self.keys():
@@ -106,7 +104,7 @@ def test_sqs_event_cleans_summarises_and_writes_results(
     uploads: Uploads, event: EventLoader, lambda_context: Any
 ) -> None:
     # Given an upload recorded as queued by the API, and its file in the bucket
-    tasks_table.create(SQS_UPLOAD, UPLOAD_KIND)
+    installed().tasks.create(SQS_UPLOAD, UPLOAD_KIND)
     uploads.put(SQS_KEY, ORDERS)
 
     # When S3's notification arrives through the UploadQueue
@@ -211,7 +209,7 @@ def test_an_object_that_must_retry_leaves_the_others_of_its_notification_done(
                 "GetObject",
             )
 
-    s3 = clients.s3()
+    s3 = installed().clients.s3
     s3.meta.events.register("before-parameter-build.s3.GetObject", slow_down)
     try:
         # When the UploadWorker gets it
@@ -286,7 +284,7 @@ def test_files_that_can_never_succeed_fail_at_once_without_retry(
     reason: str,
 ) -> None:
     # Given a bad file (or none: deleted before the worker ran)
-    tasks_table.create(SQS_UPLOAD, UPLOAD_KIND)
+    installed().tasks.create(SQS_UPLOAD, UPLOAD_KIND)
     if body is not None:
         uploads.put(SQS_KEY, body)
 
@@ -309,7 +307,7 @@ def test_over_the_limit_fails_at_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("OFFLOAD_UPLOAD_MAX_BYTES", "1000")
-    get_settings.cache_clear()
+    compose(monkeypatch)
     uploads.put(SQS_KEY, b"a\n" + b"1\n" * 1000)
     message = uploads.aimed(event("sqs-upload-worker.json"))
     # The notification's size is what S3 saw; here the object itself is checked too.
@@ -371,7 +369,7 @@ def test_without_a_dlq_url_a_poison_message_is_failed_not_dropped(
 ) -> None:
     # Given a worker that does not know its DLQ
     monkeypatch.delenv("OFFLOAD_UPLOAD_DLQ_URL")
-    get_settings.cache_clear()
+    compose(monkeypatch)
 
     # When a poison message arrives, then the record fails, so that SQS's redrive policy moves
     # it to the DLQ after its receives
@@ -388,14 +386,14 @@ def test_an_unexpected_error_while_processing_is_retried_not_dropped(
 ) -> None:
     # Given a good file, and an S3 read that fails with an error the worker did not foresee
     # (a ValueError, which the "not an S3 notification" guard must not swallow)
-    tasks_table.create(SQS_UPLOAD, UPLOAD_KIND)
+    installed().tasks.create(SQS_UPLOAD, UPLOAD_KIND)
     uploads.put(SQS_KEY, b"a\n1\n")
     message = uploads.aimed(event("sqs-upload-worker.json"))
 
     def fail(**_: Any) -> None:
         raise ValueError("unforeseen")
 
-    s3 = clients.s3()
+    s3 = installed().clients.s3
     s3.meta.events.register("before-call.s3.GetObject", fail)
     try:
         # When its notification is handled, then the record fails, so the message comes back
@@ -417,10 +415,12 @@ def test_a_dead_upload_redriven_from_its_dlq_is_processed_again(
     # Given an upload that died: its S3 notification reached the UploadDeadLetterQueue
     dlq_url = uploads.stack.resources["UploadDeadLetterQueue"]
     monkeypatch.setenv("OFFLOAD_UPLOAD_DLQ_URL", dlq_url)
-    get_settings.cache_clear()
+    compose(monkeypatch)
     uploads.put(SQS_KEY, b"a\n1\n")
     uploads.sqs.purge_queue(QueueUrl=uploads.queue)  # the put's own, live notification
-    tasks_table.transition(SQS_UPLOAD, UPLOAD_KIND, TaskState.DEAD, attempts=5, error="Throttling")
+    installed().tasks.transition(
+        SQS_UPLOAD, UPLOAD_KIND, TaskState.DEAD, attempts=5, error="Throttling"
+    )
     notification = uploads.aimed(event("sqs-upload-worker.json"))["Records"][0]["body"]
     uploads.sqs.send_message(QueueUrl=dlq_url, MessageBody=notification)
     try:
@@ -433,7 +433,7 @@ def test_a_dead_upload_redriven_from_its_dlq_is_processed_again(
             QueueUrl=uploads.queue, MaxNumberOfMessages=10, MessageSystemAttributeNames=["All"]
         )["Messages"]
         assert len(messages) == 1
-        redriven = sqs_event(messages, sqs.queue_arn(uploads.queue))  # type: ignore[arg-type]
+        redriven = sqs_event(messages, installed().sqs.queue_arn(uploads.queue))  # type: ignore[arg-type]
         assert handler(redriven, lambda_context) == {"batchItemFailures": []}
         assert uploads.task(SQS_UPLOAD).state is TaskState.SUCCEEDED
     finally:
@@ -581,13 +581,13 @@ def test_a_gzip_that_cannot_be_processed_in_the_time_left_fails_once_for_good(
 ) -> None:
     # Given a 3 MB gzip that expands to 3 GiB (under the expanded-size limit set here)
     monkeypatch.setenv("OFFLOAD_UPLOAD_MAX_EXPANDED_BYTES", str(20 * 1024**3))
-    get_settings.cache_clear()
-    tasks_table.create(SQS_UPLOAD, UPLOAD_KIND)
+    compose(monkeypatch)
+    installed().tasks.create(SQS_UPLOAD, UPLOAD_KIND)
     member = gzip.compress(b"1,2\n" * (8 * 1024**2))
     uploads.put(SQS_KEY, gzip.compress(b"a,b\n") + member * 96, "application/gzip")
     # And an invocation with 8 s left of its 300 s (5 s of it kept for finishing a record)
     monkeypatch.setenv("OFFLOAD_RECORD_TIME_BUDGET_MS", "5000")
-    get_settings.cache_clear()
+    compose(monkeypatch)
     context = _late_context(8)
 
     # When the UploadWorker gets the notification
@@ -607,7 +607,7 @@ def test_a_number_too_large_for_a_float_is_summarised_not_retried(
     uploads: Uploads, event: EventLoader, lambda_context: Any
 ) -> None:
     # Given a file with a 309-digit integer (beyond a float's range) and a 400-digit one
-    tasks_table.create(SQS_UPLOAD, UPLOAD_KIND)
+    installed().tasks.create(SQS_UPLOAD, UPLOAD_KIND)
     huge = "9" * 309
     uploads.put(SQS_KEY, f"id,n,m\n1,{huge},5\n2,3,{'1' * 400}\n".encode())
 
@@ -633,7 +633,7 @@ def test_an_unexpected_error_in_the_pipeline_fails_the_upload_once_with_the_erro
     json_logs: JsonLogs,
 ) -> None:
     # Given a bug in the summary that this file triggers (the same way on every delivery)
-    tasks_table.create(SQS_UPLOAD, UPLOAD_KIND)
+    installed().tasks.create(SQS_UPLOAD, UPLOAD_KIND)
     uploads.put(SQS_KEY, b"a\n1\n")
 
     def bug(*_: Any) -> None:
@@ -659,7 +659,7 @@ def test_an_s3_read_that_breaks_midway_is_retried(
     uploads: Uploads, event: EventLoader, lambda_context: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given a good file whose download times out after its first megabyte
-    tasks_table.create(SQS_UPLOAD, UPLOAD_KIND)
+    installed().tasks.create(SQS_UPLOAD, UPLOAD_KIND)
     uploads.put(SQS_KEY, b"a,b\n" + b"".join(b"%d,x\n" % i for i in range(400_000)))
     read = StreamingBody.read
 
@@ -693,7 +693,7 @@ def test_an_event_for_another_bucket_is_ignored_and_named_in_the_log(
     exists: bool,
 ) -> None:
     # Given an upload waiting for its file, and someone else's bucket holding its key
-    tasks_table.create(SQS_UPLOAD, UPLOAD_KIND)
+    installed().tasks.create(SQS_UPLOAD, UPLOAD_KIND)
     other = "someone-elses-bucket"
     if exists:
         uploads.s3.create_bucket(Bucket=other)
@@ -736,8 +736,8 @@ def test_a_second_object_for_the_same_upload_neither_runs_beside_the_first_nor_m
     # Given an upload whose first file is being processed by an invocation that then dies
     # (2 s before its timeout), and a second file for the same upload id
     monkeypatch.setenv("OFFLOAD_RECORD_TIME_BUDGET_MS", "0")
-    get_settings.cache_clear()
-    tasks_table.create(SQS_UPLOAD, UPLOAD_KIND)
+    compose(monkeypatch)
+    installed().tasks.create(SQS_UPLOAD, UPLOAD_KIND)
     second_key = f"uploads/{SQS_UPLOAD}/second.csv"
     uploads.put(SQS_KEY, b"file\nfirst\n")
     uploads.put(second_key, b"file\nsecond\n")
@@ -750,7 +750,7 @@ def test_a_second_object_for_the_same_upload_neither_runs_beside_the_first_nor_m
     def die(**_: Any) -> None:
         raise Killed
 
-    s3 = clients.s3()
+    s3 = installed().clients.s3
     s3.meta.events.register("before-call.s3.GetObject", die)
     try:
         with pytest.raises(Killed):
@@ -789,7 +789,7 @@ def test_formula_cells_are_neutralised_in_the_cleaned_csv(
     uploads: Uploads, event: EventLoader, lambda_context: Any
 ) -> None:
     # Given cells a spreadsheet would run as formulas, among numbers with signs
-    tasks_table.create(SQS_UPLOAD, UPLOAD_KIND)
+    installed().tasks.create(SQS_UPLOAD, UPLOAD_KIND)
     uploads.put(
         SQS_KEY,
         b"name,amount\n"

@@ -17,7 +17,6 @@ import pytest
 from botocore.exceptions import ClientError
 
 from api.main import handler as api_handler
-from offload.aws import clients, idempotency, sqs
 from offload.enqueue import TaskCall, enqueue
 from offload.local.lambda_runtime import LambdaContext, sqs_event
 from offload.models import TaskMessage
@@ -30,7 +29,7 @@ from tests.integration.test_reliability_worker import (
     release,
 )
 from tests.integration.test_task_ownership import ALICE, BOB, as_caller, read
-from tests.support import REGION, AwsStack, EventLoader, JsonLogs
+from tests.support import REGION, AwsStack, EventLoader, JsonLogs, compose, installed
 from workers.email import handler as email_handler
 from workers.tasks import handler as tasks_handler
 
@@ -51,16 +50,16 @@ def test_a_poison_message_naming_a_real_task_leaves_that_task_alone(
 ) -> None:
     # Given a real task X, and ahead of its message a body that fails validation (X's own
     # message plus an unknown field) whose attributes claim X with another kind
-    (message,) = enqueue([email_call()])
+    (message,) = enqueue(installed(), [email_call()])
     (real,) = aws.receive_all(aws.email_queue, visibility=30)
-    sqs.delete_batch(aws.email_queue, [real])  # type: ignore[list-item]
+    installed().sqs.delete_batch(aws.email_queue, [real])  # type: ignore[list-item]
     forged = json.loads(real["Body"]) | {"smuggled": "x"}
     attributes: Any = {
         "task_id": {"DataType": "String", "StringValue": str(message.task_id)},
         "kind": {"DataType": "String", "StringValue": "unknown"},
     }
-    sqs.send_raw(aws.email_queue, json.dumps(forged), attributes)
-    sqs.send_messages(aws.email_queue, [message])
+    installed().sqs.send_raw(aws.email_queue, json.dumps(forged), attributes)
+    installed().sqs.send_messages(aws.email_queue, [message])
 
     # When the worker receives both
     delivery = deliver(aws.email_queue, email_handler)
@@ -88,13 +87,13 @@ def test_the_owner_travels_in_the_message_when_the_status_write_fails(
             "PutItem",
         )
 
-    clients.dynamodb().meta.events.register("before-call.dynamodb.PutItem", refuse)
+    installed().clients.dynamodb.meta.events.register("before-call.dynamodb.PutItem", refuse)
     try:
         created = api_handler(
             as_caller(event("api-emails.json"), ALICE, "offload/tasks.write"), lambda_context
         )
     finally:
-        clients.dynamodb().meta.events.unregister("before-call.dynamodb.PutItem", refuse)
+        installed().clients.dynamodb.meta.events.unregister("before-call.dynamodb.PutItem", refuse)
     assert created["statusCode"] == 202, created["body"]
     task_id = json.loads(created["body"])["task_id"]
     assert aws.task(task_id) is None
@@ -113,8 +112,8 @@ def test_a_result_too_large_for_the_record_never_repeats_the_effect(
 ) -> None:
     EFFECTS.clear()
     definition = definition_of(big_result)
-    (message,) = enqueue([TaskCall(definition, definition.payload(label="once"))])
-    sqs.send_messages(aws.task_queue, [message, message])  # three copies in all
+    (message,) = enqueue(installed(), [TaskCall(definition, definition.payload(label="once"))])
+    installed().sqs.send_messages(aws.task_queue, [message, message])  # three copies in all
 
     # When the worker receives the copies, each failed one coming back, until none is left
     for _ in range(4):
@@ -135,16 +134,13 @@ def test_a_result_too_large_for_the_record_never_repeats_the_effect(
 def test_a_late_duplicate_waits_until_the_holders_record_expires(
     aws: AwsStack, json_logs: JsonLogs, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from offload.settings import get_settings
-    from offload.worker.runtime import _runner
-
     monkeypatch.setenv("OFFLOAD_MAX_RECEIVE_COUNT", "4")
-    get_settings.cache_clear()
+    compose(monkeypatch)
 
-    (message,) = enqueue([email_call()])
+    (message,) = enqueue(installed(), [email_call()])
     # Given another delivery holds the task (in progress, 30 s left in its Lambda)
-    store = idempotency.persistence_layer()
-    config, _ = _runner(store)
+    runtime = email_handler.runtime  # the worker's, on the Offload of this test
+    store, config = runtime.store, runtime.idempotency
     store.configure(config, key_prefix="offload-task")
     store.save_inprogress(data=message.model_dump(mode="json"), remaining_time_in_millis=30_000)
     # ... and this copy has already come back twice
@@ -183,7 +179,7 @@ def test_a_payload_pointer_must_be_this_tasks_key_in_the_payload_bucket(
     )
     reference = pointer.format(bucket=bucket, task_id=task_id, other_id=other_id)
     message = TaskMessage(task_id=task_id, kind="send_email", payload_ref=reference)
-    sqs.send_messages(aws.email_queue, [message])
+    installed().sqs.send_messages(aws.email_queue, [message])
 
     # When the worker receives it, then nothing is read or sent: the task is dead, with why
     assert failures(deliver(aws.email_queue, email_handler)) == []
@@ -197,12 +193,12 @@ def test_a_payload_pointer_must_be_this_tasks_key_in_the_payload_bucket(
 def test_a_batch_whose_every_record_failed_transiently_is_a_partial_failure(
     aws: AwsStack,
 ) -> None:
-    enqueue([email_call(), email_call("carol@example.com")])
+    enqueue(installed(), [email_call(), email_call("carol@example.com")])
 
     def throttle(**_: Any) -> None:
         raise _error("Throttling")
 
-    clients.ses().meta.events.register("before-call.sesv2.SendEmail", throttle)
+    installed().clients.ses.meta.events.register("before-call.sesv2.SendEmail", throttle)
     try:
         response = boto3.client("sqs", region_name=REGION).receive_message(
             QueueUrl=aws.email_queue,
@@ -213,9 +209,11 @@ def test_a_batch_whose_every_record_failed_transiently_is_a_partial_failure(
         messages = response["Messages"]
         context = LambdaContext(function_name="EmailWorker", timeout_seconds=30)
         # When every record of the batch is throttled, then the handler returns (no raise)
-        result = email_handler(sqs_event(messages, sqs.queue_arn(aws.email_queue)), context)  # type: ignore[arg-type]
+        result = email_handler(
+            sqs_event(messages, installed().sqs.queue_arn(aws.email_queue)), context
+        )  # type: ignore[arg-type]
     finally:
-        clients.ses().meta.events.unregister("before-call.sesv2.SendEmail", throttle)
+        installed().clients.ses.meta.events.unregister("before-call.sesv2.SendEmail", throttle)
 
     # ... with every record in batchItemFailures, so Lambda's Errors counts only crashes
     assert sorted(f["itemIdentifier"] for f in result["batchItemFailures"]) == sorted(

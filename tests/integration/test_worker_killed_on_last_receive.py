@@ -17,13 +17,11 @@ from fastapi.testclient import TestClient
 
 from api.main import app
 from offload import dlq
-from offload.aws import sqs
 from offload.enqueue import TaskCall, enqueue
 from offload.errors import TransientTaskError
 from offload.local.lambda_runtime import LambdaContext, sqs_event
 from offload.registry import definition_of, task
-from offload.settings import get_settings
-from tests.support import REGION, AwsStack
+from tests.support import REGION, AwsStack, compose, installed
 from workers.tasks import handler
 
 # What the next runs of the task do, in order: "fail" (transient error), "kill", or "run".
@@ -47,7 +45,7 @@ def killed_on_last_receive(order: str) -> str:
 def client(aws: AwsStack, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
     # The killed invocation has two seconds left when it takes the record.
     monkeypatch.setenv("OFFLOAD_RECORD_TIME_BUDGET_MS", "0")
-    get_settings.cache_clear()
+    compose(monkeypatch)
     _script.clear()
     _effects.clear()
     monkeypatch.setattr(dlq, "WAIT_SECONDS", 1, raising=False)
@@ -72,28 +70,30 @@ def deliver(queue_url: str, messages: list[Any] | None = None, seconds_left: int
     it did not fail are deleted, as Lambda does. A killed invocation deletes nothing."""
     messages = messages or receive(queue_url)
     assert messages, "nothing to deliver"
-    event = sqs_event(messages, sqs.queue_arn(queue_url))  # type: ignore[arg-type]
+    event = sqs_event(messages, installed().sqs.queue_arn(queue_url))  # type: ignore[arg-type]
     context = LambdaContext(function_name="TaskWorker", timeout_seconds=seconds_left)
     try:
         result = handler(event, context)
     except BatchProcessingError:
         return messages
     failed = {f["itemIdentifier"] for f in result["batchItemFailures"]}
-    sqs.delete_batch(queue_url, [m for m in messages if m["MessageId"] not in failed])
+    installed().sqs.delete_batch(queue_url, [m for m in messages if m["MessageId"] not in failed])
     return messages
 
 
 def test_a_task_whose_worker_died_on_the_last_receive_ends_dead_and_can_be_redriven(
     aws: AwsStack, client: TestClient, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    max_receives = get_settings().max_receive_count
-    (message,) = enqueue([TaskCall(definition_of(killed_on_last_receive), {"order": "A-1"})])
+    max_receives = installed().settings.max_receive_count
+    (message,) = enqueue(
+        installed(), [TaskCall(definition_of(killed_on_last_receive), {"order": "A-1"})]
+    )
     status_url = f"/tasks/{message.task_id}"
 
     # Given a task that failed transiently on every receive but the last
     _script.extend(["fail"] * (max_receives - 1) + ["kill"])
     for _ in range(max_receives - 1):
-        sqs.release(aws.task_queue, deliver(aws.task_queue))  # its backoff has passed
+        installed().sqs.release(aws.task_queue, deliver(aws.task_queue))  # its backoff has passed
     assert client.get(status_url).json()["state"] == "retrying"
 
     # When the worker is killed during the last receive, with two seconds of its time left
@@ -109,7 +109,7 @@ def test_a_task_whose_worker_died_on_the_last_receive_ends_dead_and_can_be_redri
     # When the invocation's time is over, the message's visibility timeout passes, and SQS
     # moves it to the DLQ on the next receive
     time.sleep(max(0, killed_at + 2.1 - time.monotonic()))
-    sqs.release(aws.task_queue, last)
+    installed().sqs.release(aws.task_queue, last)
     assert receive(aws.task_queue) == []
     assert len(aws.receive_all(aws.task_dlq)) == 1
 

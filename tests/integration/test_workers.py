@@ -12,7 +12,7 @@ from offload.enqueue import TaskCall, enqueue
 from offload.errors import TransientTaskError, UnprocessableInputError
 from offload.local.lambda_runtime import LambdaContext, sqs_event
 from offload.registry import definition_of, task
-from tests.support import REGION, SENDER, AwsStack, EventLoader, JsonLogs
+from tests.support import REGION, SENDER, AwsStack, EventLoader, JsonLogs, compose, installed
 from workers import email as email_worker
 from workers import tasks as task_worker
 
@@ -148,7 +148,7 @@ def test_a_task_whose_input_can_never_succeed_fails_without_retry_or_dlq(
     # Given a task on the TaskQueue whose input can never succeed
     definition = definition_of(unprocessable)
     payload = definition.payload(reason="the image is not a PNG")
-    (message,) = enqueue([TaskCall(definition, payload)])
+    (message,) = enqueue(installed(), [TaskCall(definition, payload)])
 
     # When the TaskWorker runs it
     response = task_worker.handler(received_event(aws.task_queue), lambda_context)
@@ -278,7 +278,7 @@ def enqueue_flaky(key: str, failures: int, *, with_good_task: bool = True) -> UU
     if with_good_task:
         log = definition_of(write_log)
         calls.append(TaskCall(log, log.payload(f"beside {key}")))
-    return enqueue(calls)[0].task_id
+    return enqueue(installed(), calls)[0].task_id
 
 
 def record_of(batch: dict[str, Any], task_id: UUID) -> dict[str, Any]:
@@ -294,9 +294,8 @@ def test_transient_failure_is_retried_with_the_record_reported(
 ) -> None:
     # Retry at once, so the test can receive the message again.
     monkeypatch.setenv("OFFLOAD_RETRY_BASE_SECONDS", "0")
-    from offload.settings import get_settings
 
-    get_settings.cache_clear()
+    compose(monkeypatch)
     task_id = enqueue_flaky("retry-once", failures=1)
 
     # First delivery: a transient error
@@ -378,3 +377,35 @@ def test_a_batch_where_every_record_fails_transiently_reports_each_record(
 
     status = aws.task(task_id)
     assert status is not None and status["state"] == "retrying"
+
+
+def test_a_worker_runs_on_the_offload_it_is_given(
+    aws: AwsStack, lambda_context: LambdaContext
+) -> None:
+    # Given the TaskWorker on an Offload of its own, with its own settings, beside the one the
+    # rest of this process runs on (nothing is shared between them: no module-level state)
+    from offload.settings import Settings
+    from offload.wiring import build
+
+    own = build(Settings(max_receive_count=1))
+    shared = installed()
+    calls: dict[str, int] = {"own": 0, "shared": 0}
+
+    def counter(name: str) -> Any:
+        return lambda **_: calls.__setitem__(name, calls[name] + 1)
+
+    own.clients.dynamodb.meta.events.register("before-call.dynamodb.*", counter("own"))
+    shared.clients.dynamodb.meta.events.register("before-call.dynamodb.*", counter("shared"))
+    definition = definition_of(flaky)
+    (message,) = enqueue(shared, [TaskCall(definition, {"key": "own-offload", "failures": 1})])
+    calls["shared"] = 0
+
+    # When it runs a task that fails transiently, on its first receive
+    response = task_worker.handler.using(own)(received_event(aws.task_queue), lambda_context)
+
+    # Then it read and wrote through its own clients only, with its own settings: the first
+    # receive is the last one (max_receive_count=1), so the task is dead, not retrying
+    assert len(response["batchItemFailures"]) == 1
+    assert calls["own"] > 0 and calls["shared"] == 0
+    status = aws.task(message.task_id)
+    assert status is not None and status["state"] == "dead"

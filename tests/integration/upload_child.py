@@ -178,7 +178,6 @@ def _measure(shape: str, upload_id: UUID) -> dict[str, Any]:
     """One shape through the handler: its outcome and the peak RSS while it ran."""
     import boto3
 
-    from offload.aws import tasks_table
     from offload.local.lambda_runtime import LambdaContext
     from workers.upload import handler
 
@@ -202,7 +201,7 @@ def _measure(shape: str, upload_id: UUID) -> dict[str, Any]:
     seconds = time.perf_counter() - started
     peak_kb = _status_kb("VmHWM")
     resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
-    task = tasks_table.get(upload_id)
+    task = handler.runtime.offload.tasks.get(upload_id)  # what the handler composed
     return {
         "shape": shape,
         "bytes": size,

@@ -26,11 +26,9 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from offload.aws import clients, sqs
 from offload.local.moto_dynamodb import serialize_dynamodb_requests
 from offload.local.poller import Poller
 from offload.local.stack import EventSource, translate
-from offload.settings import get_settings
 from tests.reliability.lambda_process import MARKER
 from tests.support import (
     REGION,
@@ -38,7 +36,9 @@ from tests.support import (
     STACK_PARAMETERS,
     TEMPLATE,
     AwsStack,
+    compose,
     free_port,
+    installed,
     load_event,
 )
 
@@ -137,7 +137,7 @@ def event_source(
         timeout=timeout or trigger.timeout,
         memory=memory or trigger.memory,
         environment=worker_environment(aws, function),
-        queue_arn=sqs.queue_arn(url),
+        queue_arn=installed().sqs.queue_arn(url),
         queue_url=url,
         batch_size=batch_size or trigger.batch_size,
         max_concurrency=2,
@@ -172,8 +172,7 @@ def fast_queues(
         monkeypatch.setenv(name, value)
     for name, value in (settings or {}).items():
         monkeypatch.setenv(name, value)
-    get_settings.cache_clear()
-    clients.reset()
+    compose(monkeypatch)
     client = boto3.client("sqs", region_name=REGION)
     saved = {}
     for queue in queues:
@@ -182,7 +181,7 @@ def fast_queues(
             QueueUrl=url, AttributeNames=["VisibilityTimeout", "RedrivePolicy"]
         )["Attributes"]
         redrive = {
-            "deadLetterTargetArn": sqs.queue_arn(dead_letter_queue(aws, queue)),
+            "deadLetterTargetArn": installed().sqs.queue_arn(dead_letter_queue(aws, queue)),
             "maxReceiveCount": receives,
         }
         client.set_queue_attributes(
@@ -194,8 +193,6 @@ def fast_queues(
     finally:
         for url, attributes in saved.items():
             client.set_queue_attributes(QueueUrl=url, Attributes=attributes)  # type: ignore[arg-type]
-        get_settings.cache_clear()
-        clients.reset()
 
 
 def purge(*urls: str) -> None:
@@ -206,7 +203,7 @@ def purge(*urls: str) -> None:
 
 def queue_depth(url: str) -> int:
     """Visible + in flight + delayed messages."""
-    return sum(sqs.counts(url).values())
+    return sum(installed().sqs.counts(url).values())
 
 
 # ---------------------------------------------------------------- moto's HTTP server
@@ -228,12 +225,8 @@ def service_over_http(service: str, endpoint: str) -> Iterator[None]:
     fault can be a status code or a slow answer), everything else through the mock."""
     with pytest.MonkeyPatch.context() as monkeypatch:
         monkeypatch.setenv(f"AWS_ENDPOINT_URL_{service.upper()}", endpoint)
-        clients.reset()
-        try:
-            yield
-        finally:
-            monkeypatch.undo()
-            clients.reset()
+        compose(monkeypatch)  # undone, with the endpoint, when the context ends
+        yield
 
 
 # ---------------------------------------------------------------- SDK-level faults
@@ -243,12 +236,12 @@ def sdk_hook(event_name: str, handler: Callable[..., Any]) -> Iterator[None]:
     rebuilt), whichever factory builds them; removed afterwards."""
     session = boto3._get_default_session()
     session.events.register(event_name, handler)
-    clients.reset()
     try:
-        yield
+        with pytest.MonkeyPatch.context() as monkeypatch:
+            compose(monkeypatch)  # new clients, with the hook
+            yield
     finally:
         session.events.unregister(event_name, handler)
-        clients.reset()
 
 
 def client_error(code: str, message: str, status: int = 400, operation: str = "SendEmail") -> Any:

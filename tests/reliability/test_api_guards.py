@@ -21,11 +21,9 @@ from fastapi.testclient import TestClient
 from api.main import app, handler
 from api.security import PUBLIC_PATHS
 from example_app.uploads.models import UPLOAD_KIND
-from offload.aws import tasks_table
-from offload.settings import get_settings
 from tests.reliability.harness import api_event, queue_depth
 from tests.reliability.support import print_table
-from tests.support import AwsStack
+from tests.support import AwsStack, installed
 
 # A client-credentials access token's claims: a client, scopes, no subject.
 CLAIMS_WITHOUT_SUB = {
@@ -54,8 +52,8 @@ ROUTES: list[tuple[str, str, str, Any]] = [
 
 def test_a_jwt_without_sub_gets_401_on_every_task_route(aws: AwsStack, lambda_context: Any) -> None:
     # Given a task and an upload that exist (with no owner: readable by any identified caller)
-    tasks_table.create(TASK, "send_email")
-    tasks_table.create(UPLOAD, UPLOAD_KIND)
+    installed().tasks.create(TASK, "send_email")
+    installed().tasks.create(UPLOAD, UPLOAD_KIND)
 
     # When a caller whose JWT has no `sub` calls each route that creates or reads tasks
     answers = {}
@@ -98,15 +96,13 @@ def test_an_empty_api_token_does_not_turn_the_bearer_check_off(
 ) -> None:
     # Given OFFLOAD_API_TOKEN set, but empty, and a task that exists
     task_id = uuid4()
-    tasks_table.create(task_id, "send_email")
+    installed().tasks.create(task_id, "send_email")
     monkeypatch.setenv("OFFLOAD_API_TOKEN", "")
-    get_settings.cache_clear()
 
     # When the app starts and a caller without a token reads the task
     refused: Exception | None = None
     statuses: list[int] = []
     try:
-        get_settings()
         with TestClient(app) as client:
             statuses = [
                 client.get(f"/tasks/{task_id}").status_code,
@@ -114,8 +110,6 @@ def test_an_empty_api_token_does_not_turn_the_bearer_check_off(
             ]
     except Exception as exc:  # refusing to start is an answer
         refused = exc
-    finally:
-        get_settings.cache_clear()
     output = caplog.text + "".join(capsys.readouterr())
     said_so = "OFFLOAD_API_TOKEN" in output
     print_table(

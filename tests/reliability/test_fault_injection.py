@@ -42,8 +42,6 @@ from moto.sesv2.responses import SESV2Response
 
 from example_app.emails import send_email
 from example_app.notifications import write_log
-from offload.aws import clients, sqs
-from offload.aws import tasks_table as tasks
 from offload.enqueue import TaskCall, enqueue
 from offload.local.moto_dynamodb import serialize_dynamodb_requests
 from offload.local.poller import Poller
@@ -51,7 +49,7 @@ from offload.local.stack import EventSource
 from offload.models import TaskMessage, TaskState
 from offload.registry import definition_of
 from tests.reliability.support import print_table
-from tests.support import REGION, AwsStack, JsonLogs, free_port
+from tests.support import REGION, AwsStack, JsonLogs, compose, free_port, installed
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -160,7 +158,11 @@ def _send(aws: AwsStack, workload: Workload, queue: str, items: list[Item]) -> N
     again (the duplicate); poison messages twice."""
     url = aws.email_queue if queue == "email" else aws.task_queue
     calls = [item for item in items if isinstance(item, TaskCall)]
-    messages = enqueue(calls, correlation_id=f"fault-{queue}-{uuid4().hex[:8]}") if calls else []
+    messages = (
+        enqueue(installed(), calls, correlation_id=f"fault-{queue}-{uuid4().hex[:8]}")
+        if calls
+        else []
+    )
     duplicates: list[TaskMessage] = list(messages)
     for item in items:
         if isinstance(item, TaskCall):
@@ -177,9 +179,9 @@ def _send(aws: AwsStack, workload: Workload, queue: str, items: list[Item]) -> N
             },
         }
         for _ in range(2):
-            sqs.send_raw(url, message, attributes)
+            installed().sqs.send_raw(url, message, attributes)
         workload.messages[queue] += 2
-    assert not sqs.send_messages(url, duplicates), "SQS refused a message"
+    assert not installed().sqs.send_messages(url, duplicates), "SQS refused a message"
     workload.messages[queue] += len(messages) + len(duplicates)
 
 
@@ -191,7 +193,10 @@ def feed(aws: AwsStack, workload: Workload, stop: threading.Event) -> None:
         sent = False
         for queue, items in workload.plan.items():
             start = cursors[queue]
-            if start >= len(items) or sum(sqs.counts(urls[queue]).values()) > FEED_LOW_WATER:
+            if (
+                start >= len(items)
+                or sum(installed().sqs.counts(urls[queue]).values()) > FEED_LOW_WATER
+            ):
                 continue
             _send(aws, workload, queue, items[start : start + FEED_CHUNK])
             cursors[queue] = start + FEED_CHUNK
@@ -300,7 +305,7 @@ def event_source(aws: AwsStack, queue: str, environment: dict[str, str]) -> Even
         timeout=30,
         memory=512,
         environment=environment,
-        queue_arn=sqs.queue_arn(url),
+        queue_arn=installed().sqs.queue_arn(url),
         queue_url=url,
         batch_size=10,
         max_concurrency=2,
@@ -326,7 +331,6 @@ def spawn_worker(source: EventSource, endpoint: str, marker: str | None) -> "sub
 @pytest.fixture
 def fast_retries(aws: AwsStack, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Short backoff and visibility, and more receives, so the run fits in a test."""
-    from offload.settings import get_settings
 
     settings = {
         "OFFLOAD_RETRY_BASE_SECONDS": "0.5",
@@ -336,15 +340,17 @@ def fast_retries(aws: AwsStack, monkeypatch: pytest.MonkeyPatch) -> Iterator[Non
     }
     for name, value in settings.items():
         monkeypatch.setenv(name, value)
-    get_settings.cache_clear()
-    clients.reset()
+    compose(monkeypatch)
     client = boto3.client("sqs", region_name=REGION)
     saved = {}
     for url, dlq in ((aws.email_queue, aws.email_dlq), (aws.task_queue, aws.task_dlq)):
         saved[url] = client.get_queue_attributes(
             QueueUrl=url, AttributeNames=["VisibilityTimeout", "RedrivePolicy"]
         )["Attributes"]
-        redrive = {"deadLetterTargetArn": sqs.queue_arn(dlq), "maxReceiveCount": MAX_RECEIVES}
+        redrive = {
+            "deadLetterTargetArn": installed().sqs.queue_arn(dlq),
+            "maxReceiveCount": MAX_RECEIVES,
+        }
         client.set_queue_attributes(
             QueueUrl=url,
             Attributes={
@@ -357,8 +363,6 @@ def fast_retries(aws: AwsStack, monkeypatch: pytest.MonkeyPatch) -> Iterator[Non
     finally:
         for url, attributes in saved.items():
             client.set_queue_attributes(QueueUrl=url, Attributes=attributes)  # type: ignore[arg-type]
-        get_settings.cache_clear()
-        clients.reset()
 
 
 # ---------------------------------------------------------------- the run
@@ -372,7 +376,7 @@ def test_every_task_runs_once_under_faults(
     serialize_dynamodb_requests()
     faults = SesFaults()
     monkeypatch.setattr(SESV2Response, "send_email", faults.server_side(SESV2Response.send_email))
-    clients.ses().meta.events.register("before-call.sesv2.SendEmail", faults.throttle)
+    installed().clients.ses.meta.events.register("before-call.sesv2.SendEmail", faults.throttle)
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
@@ -466,10 +470,10 @@ def test_every_task_runs_once_under_faults(
     for task_id, variant in workload.poison.items():
         assert reasons.get(str(task_id)), f"no logged reason for poison task {task_id}"
         if variant == UNPARSEABLE:
-            assert tasks.get(task_id) is None, (task_id, tasks.get(task_id))
+            assert installed().tasks.get(task_id) is None, (task_id, installed().tasks.get(task_id))
             continue
         assert final_states[task_id] == TaskState.DEAD, (task_id, variant)
-        assert tasks.get(task_id).error, task_id  # type: ignore[union-attr]
+        assert installed().tasks.get(task_id).error, task_id  # type: ignore[union-attr]
 
     # ... and nothing is lost: the queues are empty and the DLQs hold exactly the poison tasks
     dead_lettered = {
@@ -486,7 +490,7 @@ def test_every_task_runs_once_under_faults(
         m["MessageAttributes"]["error"]["StringValue"] for ms in dead_lettered.values() for m in ms
     )
     for url in (aws.email_queue, aws.task_queue):
-        assert sum(sqs.counts(url).values()) == 0
+        assert sum(installed().sqs.counts(url).values()) == 0
     assert set(final_states) == workload.with_status
 
     # The figures
@@ -551,7 +555,9 @@ def wait_until_settled(aws: AwsStack, workload: Workload) -> dict[UUID, TaskStat
     deadline = time.monotonic() + DEADLINE_SECONDS
     states: dict[UUID, TaskState] = {}
     while time.monotonic() < deadline:
-        if any(sum(sqs.counts(url).values()) for url in (aws.email_queue, aws.task_queue)):
+        if any(
+            sum(installed().sqs.counts(url).values()) for url in (aws.email_queue, aws.task_queue)
+        ):
             time.sleep(0.5)
             continue
         states = {}
@@ -571,7 +577,10 @@ def wait_until_settled(aws: AwsStack, workload: Workload) -> dict[UUID, TaskStat
     pending = Counter(s.value for s in states.values() if not s.is_final)
     unknown = Counter(workload.label(t) for t in ids - set(states))
     queued = Counter(workload.label(t) for t, s in states.items() if not s.is_final)
-    counts = {url.rsplit("-", 1)[-1]: sqs.counts(url) for url in (aws.email_queue, aws.task_queue)}
+    counts = {
+        url.rsplit("-", 1)[-1]: installed().sqs.counts(url)
+        for url in (aws.email_queue, aws.task_queue)
+    }
     pytest.fail(
         f"not settled in {DEADLINE_SECONDS}s: unknown {unknown}, {pending} {queued}, {counts}"
     )

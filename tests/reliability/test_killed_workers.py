@@ -39,7 +39,7 @@ from tests.reliability.harness import (
     worker_process,
 )
 from tests.reliability.support import print_table
-from tests.support import AwsStack
+from tests.support import AwsStack, installed
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -72,7 +72,7 @@ def victim_killed_while_holding(
     started = time.monotonic()
     with moto_server() as endpoint, worker_process(victim_source, endpoint) as victim:
         call = TaskCall(definition, definition.payload(key=key))
-        enqueue([call], correlation_id="reliability-killed")
+        enqueue(installed(), [call], correlation_id="reliability-killed")
         holding = poll_until(
             lambda: any(fault_tasks.HOLDING in r for r in victim.records), 40, 0.02
         )

@@ -14,13 +14,12 @@ from collections import Counter
 
 import pytest
 
-from offload.aws import sqs
 from offload.enqueue import TaskCall, enqueue
 from offload.models import TaskState
 from offload.registry import definition_of, task
 from tests.reliability.harness import event_source, fast_queues, poll_until, pollers, queue_depth
 from tests.reliability.support import print_table
-from tests.support import AwsStack
+from tests.support import AwsStack, installed
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -57,9 +56,9 @@ def test_a_result_too_large_for_the_record_never_repeats_the_effect(
         small = TaskCall(definition, definition.payload(key=f"small-{time.time()}", size=10))
 
         # When its message is delivered three times (plus any redeliveries)
-        messages = enqueue([big, small], correlation_id="reliability-large-result")
+        messages = enqueue(installed(), [big, small], correlation_id="reliability-large-result")
         duplicates = [m for m in messages if m.task_id == big.task_id] * 2
-        assert not sqs.send_messages(aws.task_queue, duplicates)
+        assert not installed().sqs.send_messages(aws.task_queue, duplicates)
 
         def done() -> bool:
             # Nothing more can happen once the queue is empty; a second effect is already wrong

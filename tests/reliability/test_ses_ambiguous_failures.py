@@ -38,7 +38,7 @@ from tests.reliability.harness import (
     wait_until,
 )
 from tests.reliability.support import print_table
-from tests.support import AwsStack
+from tests.support import AwsStack, installed
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -142,7 +142,7 @@ def test_ambiguous_ses_failures_send_at_most_one_request_per_delivery(
         email = definition_of(send_email)
         recipients = [f"{kind}-{i}@example.com" for kind, n in PLAN.items() for i in range(n)]
         calls = [TaskCall(email, email.payload(to=r, subject="Hi", text="x")) for r in recipients]
-        enqueue(calls, correlation_id="reliability-ambiguous")
+        enqueue(installed(), calls, correlation_id="reliability-ambiguous")
         to_of: dict[UUID, str] = {c.task_id: c.payload["to"] for c in calls}
 
         def settled() -> bool:

@@ -28,7 +28,6 @@ from botocore.awsrequest import AWSResponse
 
 from example_app.emails import send_email
 from offload import dlq
-from offload.aws import sqs
 from offload.enqueue import TaskCall, enqueue
 from offload.models import TaskMessage, TaskState
 from offload.registry import definition_of
@@ -43,7 +42,7 @@ from tests.reliability.harness import (
     wait_until,
 )
 from tests.reliability.support import print_table
-from tests.support import REGION, AwsStack, task_message
+from tests.support import REGION, AwsStack, installed, task_message
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -56,8 +55,8 @@ SETTLE_SECONDS = 40
 # ---------------------------------------------------------------- the operator's redrive
 def redrive_email_dlq() -> Any:
     """The operator redrives the EmailDeadLetterQueue (`python -m offload.dlq redrive`)."""
-    (pair,) = dlq.queue_pairs("email")
-    return dlq.redrive(pair)
+    (pair,) = dlq.queue_pairs(installed().settings, "email")
+    return dlq.redrive(installed(), pair)
 
 
 # ---------------------------------------------------------------- faults
@@ -118,7 +117,7 @@ class Run:
     def enqueue(self, recipients: list[str]) -> list[UUID]:
         email = definition_of(send_email)
         calls = [TaskCall(email, email.payload(to=r, subject="Hi", text="x")) for r in recipients]
-        for message in enqueue(calls, correlation_id="reliability-outage"):
+        for message in enqueue(installed(), calls, correlation_id="reliability-outage"):
             self.messages[message.task_id] = message
         self.calls |= {c.task_id: c.payload["to"] for c in calls}
         return [c.task_id for c in calls]
@@ -143,7 +142,7 @@ class Run:
 
     def describe(self, ids: list[UUID]) -> str:
         states = Counter(self.state(t) for t in ids)
-        return f"states {dict(states)}, email queue {sqs.counts(self.aws.email_queue)}"
+        return f"states {dict(states)}, email queue {installed().sqs.counts(self.aws.email_queue)}"
 
 
 @pytest.fixture
@@ -164,7 +163,7 @@ def _start(run: Run, dead: int, ok: int) -> tuple[list[UUID], list[UUID]]:
     wait_until(
         lambda: run.settled(doomed + fine) and len(run.in_dlq()) >= dead,
         SETTLE_SECONDS,
-        lambda: run.describe(doomed + fine) + f", DLQ {sqs.counts(run.aws.email_dlq)}",
+        lambda: run.describe(doomed + fine) + f", DLQ {installed().sqs.counts(run.aws.email_dlq)}",
     )
     assert all(run.state(t) == TaskState.DEAD for t in doomed), run.describe(doomed)
     assert all(run.state(t) == TaskState.SUCCEEDED for t in fine), run.describe(fine)
@@ -242,7 +241,7 @@ def test_redrive_never_runs_a_task_that_already_succeeded(run: Run) -> None:
         doomed, fine = _start(run, dead=3, ok=6)
         # ... copies of the succeeded ones in the DLQ, their idempotency records expired
         copies = [run.messages[t] for t in fine]
-        assert not sqs.send_messages(aws.email_dlq, copies)
+        assert not installed().sqs.send_messages(aws.email_dlq, copies)
         expired = _expire_idempotency_records(aws)
 
         # When the outage ends and the operator redrives the DLQ

@@ -24,7 +24,6 @@ import pytest
 from api.main import handler
 from example_app.emails import send_email
 from example_app.notifications import write_log
-from offload.aws import sqs
 from offload.enqueue import TaskCall, enqueue
 from offload.models import TaskMessage, TaskState
 from offload.registry import definition_of
@@ -39,7 +38,7 @@ from tests.reliability.harness import (
     sdk_hook,
 )
 from tests.reliability.support import print_table
-from tests.support import REGION, AwsStack, JsonLogs
+from tests.support import REGION, AwsStack, JsonLogs, installed
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -76,8 +75,10 @@ def test_a_poison_copy_naming_a_real_task_never_kills_it(
                 "task_id": {"DataType": "String", "StringValue": str(call.task_id)},
                 "kind": {"DataType": "String", "StringValue": email.name},
             }
-            sqs.send_raw(aws.email_queue, _poison_copy(real, variants[index % 2]), attributes)
-        enqueue(calls, correlation_id="reliability-poison-copy")
+            installed().sqs.send_raw(
+                aws.email_queue, _poison_copy(real, variants[index % 2]), attributes
+            )
+        enqueue(installed(), calls, correlation_id="reliability-poison-copy")
 
         # When the EmailWorker takes them
         with pollers([event_source(aws, "EmailWorker")]):
@@ -157,7 +158,9 @@ def test_a_payload_pointer_is_followed_only_to_its_own_payload(
     ):
         # Given a task whose large payload was checked in to the payload bucket
         log = definition_of(write_log)
-        (checked_in,) = enqueue([TaskCall(log, log.payload("task A's secret " + "x" * 2_000))])
+        (checked_in,) = enqueue(
+            installed(), [TaskCall(log, log.payload("task A's secret " + "x" * 2_000))]
+        )
         assert checked_in.payload_ref, "the payload should have gone to S3"
         # ... and messages of other tasks pointing at it, and at another bucket's object
         bucket = aws.environment["OFFLOAD_UPLOAD_BUCKET"]
@@ -167,7 +170,7 @@ def test_a_payload_pointer_is_followed_only_to_its_own_payload(
             TaskMessage(kind=log.name, payload={}, payload_ref=checked_in.payload_ref),
             TaskMessage(kind=log.name, payload={}, payload_ref=f"s3://{bucket}/x.json"),
         ]
-        assert not sqs.send_messages(aws.task_queue, forged)
+        assert not installed().sqs.send_messages(aws.task_queue, forged)
 
         # When the TaskWorker takes them
         ids = [checked_in.task_id, *(m.task_id for m in forged)]

@@ -35,7 +35,6 @@ from fastapi.testclient import TestClient
 from moto.s3.models import S3Backend
 
 from api.main import app
-from offload.aws import tasks_table
 from offload.models import TaskRecord, TaskState
 from tests.reliability.harness import (
     WorkerPool,
@@ -45,7 +44,7 @@ from tests.reliability.harness import (
     queue_depth,
 )
 from tests.reliability.support import print_table
-from tests.support import REGION, AwsStack, load_event
+from tests.support import REGION, AwsStack, installed, load_event
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -266,7 +265,7 @@ def run_uploads(
         deadline = time.monotonic() + SETTLE_SECONDS
         while time.monotonic() < deadline:
             for upload in uploads:
-                upload.status = tasks_table.get(upload.upload_id)  # type: ignore[arg-type]
+                upload.status = installed().tasks.get(upload.upload_id)  # type: ignore[arg-type]
             problems = [p for u in uploads if (p := _violation(u))]
             if worker.killed:
                 problems.insert(0, f"the emulated Lambda killed the worker: {worker.killed}")

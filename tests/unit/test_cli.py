@@ -50,14 +50,11 @@ def test_dlq_local_says_what_to_do_when_nothing_answers(
     # Given no local system on the port the tool is told about
     port = free_port()
     monkeypatch.setenv("OFFLOAD_MOTO_PORT", str(port))
-    # (--local sets these for the process: monkeypatch restores them after the test)
-    for name in (
-        "AWS_ENDPOINT_URL",
-        "AWS_DEFAULT_REGION",
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-    ):
-        monkeypatch.delenv(name, raising=False)
+    # (--local points the process at the local system: monkeypatch restores these afterwards)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "local")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "local")
 
     # When an operator lists the DLQs of the local system, then one clear line, no traceback
     assert main(["dlq", "list", "--local"]) == 2

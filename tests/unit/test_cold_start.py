@@ -8,7 +8,9 @@ from threading import Barrier
 
 from moto import mock_aws
 
-from offload.aws import clients
+from offload.aws.clients import Clients
+from offload.settings import Settings
+from offload.wiring import build
 
 
 def test_the_api_handler_does_not_import_the_xray_sdk() -> None:
@@ -32,27 +34,52 @@ def test_workers_still_get_a_tracer() -> None:
 
 
 def test_concurrent_first_callers_share_one_client(env: None) -> None:
-    # Given a cold process (no SQS client yet) and 8 threads that ask for one at the same moment
-    clients.reset()
+    # Given a cold composition (no SQS client yet) and 8 threads that ask for one at once
+    clients = Clients(Settings())
     start = Barrier(8)
 
     def first_use() -> int:
         start.wait()
-        return id(clients.sqs())
+        return id(clients.sqs)
 
     with mock_aws():
-        # When they all call clients.sqs()
+        # When they all ask for its SQS client
         with ThreadPoolExecutor(max_workers=8) as pool:
             ids = set(pool.map(lambda _: first_use(), range(8)))
         # Then one client was built and all of them use it
         assert len(ids) == 1
-        assert id(clients.sqs()) in ids
-    clients.reset()
+        assert id(clients.sqs) in ids
 
 
-def test_reset_builds_a_new_client(env: None) -> None:
+def test_each_composition_has_its_own_clients(env: None) -> None:
     with mock_aws():
-        before = clients.sqs()
-        clients.reset()
-        assert clients.sqs() is not before
-    clients.reset()
+        first, second = build(), build()
+        assert first.clients.sqs is first.clients.sqs
+        assert second.clients.sqs is not first.clients.sqs
+        assert first.tasks.client is first.clients.dynamodb
+
+
+def test_importing_the_handlers_reads_no_settings_and_builds_no_client() -> None:
+    # Given settings that cannot be read (a receive count of 0 is invalid)
+    code = (
+        "import boto3\n"
+        "boto3.client = boto3.session.Session.client = None\n"  # any client built would fail
+        "import workers.email, workers.tasks, workers.upload, api.main\n"
+        "try:\n"
+        "    workers.tasks.handler.runtime\n"
+        "except Exception as exc:\n"
+        "    print(type(exc).__name__)\n"
+    )
+    env = {
+        **os.environ,
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "OFFLOAD_MAX_RECEIVE_COUNT": "0",
+        "PYTHONPATH": "src",
+    }
+    # When the handler modules are imported, then a worker composes itself
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    # Then the imports succeeded, and only the composition read the (invalid) settings
+    assert result.stdout.strip().splitlines()[-1] == "ValidationError"

@@ -6,7 +6,6 @@ from a module on the allow-list (OFFLOAD_TASK_MODULES), after checking the name'
 
 import functools
 import sys
-from collections.abc import Iterator
 from datetime import date
 from typing import Any
 
@@ -26,6 +25,8 @@ from offload.registry import (
     get_task,
     task,
 )
+from offload.settings import Settings
+from offload.wiring import build
 from tests.unit import plain_tasks
 
 PLAIN = "tests.unit.plain_tasks"
@@ -33,27 +34,12 @@ NEVER = "tests.unit.never_imported"
 QUEUE_URL = "https://sqs.eu-west-1.amazonaws.com/123456789012/offload-test-tasks"
 
 
-@pytest.fixture
-def allow(env: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """Set OFFLOAD_TASK_MODULES (as the template sets it on the API and the workers)."""
-
-    def set_modules(value: str) -> None:
-        from offload.settings import get_settings
-
-        monkeypatch.setenv("OFFLOAD_TASK_MODULES", value)
-        get_settings.cache_clear()
-
-    yield set_modules
-
-
-@pytest.fixture
-def durable(env: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A queue is configured: add_task prepares messages for a worker."""
-    from offload.settings import get_settings
-
-    monkeypatch.setenv("OFFLOAD_TASK_QUEUE_URL", QUEUE_URL)
-    monkeypatch.setenv("OFFLOAD_EMAIL_QUEUE_URL", QUEUE_URL)
-    get_settings.cache_clear()
+def background_tasks(modules: str = "", *, durable: bool = False) -> DurableBackgroundTasks:
+    """A request's tasks, with OFFLOAD_TASK_MODULES = `modules` (as the template sets it on the
+    API and the workers); `durable`: a queue is configured, add_task prepares messages for a
+    worker."""
+    urls = {"tasks": QUEUE_URL, "email": QUEUE_URL} if durable else {}
+    return DurableBackgroundTasks(build(Settings(task_modules=modules, queue_urls=urls)))
 
 
 def make_closure() -> Any:
@@ -101,7 +87,7 @@ NOT_SENDABLE = {
 
 
 def test_registered_functions_are_found_by_name_and_by_reference() -> None:
-    assert get_task("write_log").func is write_log
+    assert get_task("write_log", "").func is write_log
     assert definition_of(write_log).queue == "tasks"
     assert definition_of(send_email).queue == "email"
 
@@ -166,27 +152,25 @@ def test_an_unhinted_argument_that_is_not_data_is_not_sendable_and_named(env: No
 
 def test_unknown_task_name_is_permanent() -> None:
     with pytest.raises(UnknownTaskError, match="no task named 'rm_rf'") as caught:
-        get_task("rm_rf")
+        get_task("rm_rf", "")
     assert isinstance(caught.value, PermanentTaskError)
 
 
-def test_a_worker_imports_a_plain_function_from_an_allowed_module(allow: Any) -> None:
-    allow("tests.unit.lazy_tasks")
+def test_a_worker_imports_a_plain_function_from_an_allowed_module(env: None) -> None:
+    modules = "tests.unit.lazy_tasks"
     assert "tests.unit.lazy_tasks" not in sys.modules  # as in a fresh worker
 
-    definition = get_task("tests.unit.lazy_tasks:double")
+    definition = get_task("tests.unit.lazy_tasks:double", modules)
 
     assert definition.func is sys.modules["tests.unit.lazy_tasks"].double
     assert definition.run({"number": "21"}) == 42
 
 
 @pytest.mark.parametrize("allowed", ["tests.unit", "tests", f"{PLAIN}, example_app.emails"])
-def test_an_entry_allows_its_module_and_the_modules_of_its_package(
-    allow: Any, allowed: str
-) -> None:
-    allow(allowed)
+def test_an_entry_allows_its_module_and_the_modules_of_its_package(env: None, allowed: str) -> None:
+    modules = allowed
 
-    assert get_task(f"{PLAIN}:greet").func is plain_tasks.greet
+    assert get_task(f"{PLAIN}:greet", modules).func is plain_tasks.greet
 
 
 @pytest.mark.parametrize(
@@ -215,33 +199,33 @@ def test_an_entry_allows_its_module_and_the_modules_of_its_package(
     ],
 )
 def test_a_name_outside_the_allow_list_or_the_grammar_is_unknown_and_never_imported(
-    allow: Any, name: str
+    env: None, name: str
 ) -> None:
-    allow(f"{PLAIN},example_app")
+    modules = f"{PLAIN},example_app"
 
     with pytest.raises(UnknownTaskError):
-        get_task(name)
+        get_task(name, modules)
 
     assert NEVER not in sys.modules
 
 
-def test_an_entry_is_a_module_or_a_package_not_a_prefix_of_characters(allow: Any) -> None:
-    allow("tests.unit.never, example_app")
+def test_an_entry_is_a_module_or_a_package_not_a_prefix_of_characters(env: None) -> None:
+    modules = "tests.unit.never, example_app"
 
-    assert allowed_module("tests.unit.never")
-    assert allowed_module("tests.unit.never.sub")
-    assert not allowed_module(NEVER)
-    assert allowed_module("example_app.emails")
-    assert not allowed_module("example_application")
+    assert allowed_module("tests.unit.never", modules)
+    assert allowed_module("tests.unit.never.sub", modules)
+    assert not allowed_module(NEVER, modules)
+    assert allowed_module("example_app.emails", modules)
+    assert not allowed_module("example_application", modules)
     assert NEVER not in sys.modules
 
 
-def test_with_no_allow_list_only_registered_tasks_run(allow: Any) -> None:
-    allow("")
+def test_with_no_allow_list_only_registered_tasks_run(env: None) -> None:
+    modules = ""
 
     with pytest.raises(UnknownTaskError, match="not in OFFLOAD_TASK_MODULES"):
-        get_task(f"{PLAIN}:greet")
-    assert get_task("tests_plain_decorated").func is plain_tasks.decorated
+        get_task(f"{PLAIN}:greet", modules)
+    assert get_task("tests_plain_decorated", modules).func is plain_tasks.decorated
 
 
 @pytest.mark.parametrize(
@@ -257,30 +241,32 @@ def test_with_no_allow_list_only_registered_tasks_run(allow: Any) -> None:
     ],
 )
 def test_an_allowed_module_yields_only_its_own_plain_functions(
-    allow: Any, name: str, reason: str
+    env: None, name: str, reason: str
 ) -> None:
-    allow("tests.unit")
+    modules = "tests.unit"
 
     with pytest.raises(UnknownTaskError, match=reason):
-        get_task(name)
+        get_task(name, modules)
 
 
-def test_a_function_of_a_module_that_is_not_allowed_is_refused_when_sent(allow: Any) -> None:
-    allow("example_app.emails")
+def test_a_function_of_a_module_that_is_not_allowed_is_refused_when_sent(env: None) -> None:
+    modules = "example_app.emails"
 
     with pytest.raises(NotSendableError, match=f"Add {PLAIN} .*OFFLOAD_TASK_MODULES"):
-        check_importable(definition_of(plain_tasks.greet))
-    check_importable(definition_of(plain_tasks.decorated))  # @task: registered, not imported
+        check_importable(definition_of(plain_tasks.greet), modules)
+    check_importable(
+        definition_of(plain_tasks.decorated), modules
+    )  # @task: registered, not imported
 
-    allow("tests.unit")
-    check_importable(definition_of(plain_tasks.greet))
+    modules = "tests.unit"
+    check_importable(definition_of(plain_tasks.greet), modules)
 
 
-def test_a_bad_allow_list_entry_is_an_error(allow: Any) -> None:
-    allow("example_app.emails, ../etc")
+def test_a_bad_allow_list_entry_is_an_error(env: None) -> None:
+    modules = "example_app.emails, ../etc"
 
     with pytest.raises(ValueError, match=r"OFFLOAD_TASK_MODULES: '\.\./etc'"):
-        get_task("write_log")
+        get_task("write_log", modules)
 
 
 # --------------------------------------------------------------------------- calling
@@ -358,7 +344,7 @@ def test_run_validates_the_payload_from_a_message(payload: dict[str, Any]) -> No
 
 
 def test_add_task_returns_distinct_ids_and_keeps_the_calls() -> None:
-    tasks = DurableBackgroundTasks()
+    tasks = background_tasks()
 
     first = tasks.add_task(write_log, "one")
     second = tasks.add_task(write_log, message="two")
@@ -369,16 +355,16 @@ def test_add_task_returns_distinct_ids_and_keeps_the_calls() -> None:
 
 
 def test_add_task_validates_at_once() -> None:
-    tasks = DurableBackgroundTasks()
+    tasks = background_tasks()
 
     with pytest.raises(InvalidTaskArgumentsError):
         tasks.add_task(send_email, to="not-an-address", subject="Hi", text="t")
     assert tasks.pending == []
 
 
-def test_add_task_validates_a_plain_function_from_its_hints(durable: None, allow: Any) -> None:
-    allow(PLAIN)
-    tasks = DurableBackgroundTasks()
+def test_add_task_validates_a_plain_function_from_its_hints(env: None) -> None:
+    modules = PLAIN
+    tasks = background_tasks(modules, durable=True)
 
     tasks.add_task(plain_tasks.greet, "ann")
     with pytest.raises(InvalidTaskArgumentsError) as caught:
@@ -401,10 +387,10 @@ def test_add_task_validates_a_plain_function_from_its_hints(durable: None, allow
     ids=[*(k for k in NOT_SENDABLE if k != "partial"), "partial", "unhinted", "hinted", "module"],
 )
 def test_durable_add_task_refuses_what_cannot_be_sent_and_keeps_nothing(
-    durable: None, allow: Any, func: Any, args: tuple[Any, ...], reason: str
+    env: None, func: Any, args: tuple[Any, ...], reason: str
 ) -> None:
-    allow(f"{__name__},example_app.emails,example_app.notifications")
-    tasks = DurableBackgroundTasks()
+    modules = f"{__name__},example_app.emails,example_app.notifications"
+    tasks = background_tasks(modules, durable=True)
 
     with pytest.raises(TypeError, match=reason):
         tasks.add_task(func, *args)
@@ -424,7 +410,7 @@ def test_durable_add_task_refuses_what_cannot_be_sent_and_keeps_nothing(
 def test_without_a_queue_what_cannot_be_sent_is_kept_to_run_in_process(
     env: None, func: Any, args: tuple[Any, ...]
 ) -> None:
-    tasks = DurableBackgroundTasks()
+    tasks = background_tasks()
 
     tasks.add_task(func, *args)
 
@@ -452,7 +438,7 @@ def test_a_second_function_cannot_take_a_registered_name() -> None:
 
     assert "example_app.notifications:write_log" in str(caught.value)
     assert "other_write_log" in str(caught.value)
-    assert get_task("write_log").func is write_log
+    assert get_task("write_log", "").func is write_log
 
 
 def test_names_of_tasks_in_different_modules_do_not_collide() -> None:
@@ -461,8 +447,8 @@ def test_names_of_tasks_in_different_modules_do_not_collide() -> None:
     def write_log(message: str) -> None: ...
 
     assert definition_of(write_log).name.endswith(".<locals>.write_log")
-    assert get_task(definition_of(write_log).name).func is write_log
-    assert get_task("write_log").func is not write_log
+    assert get_task(definition_of(write_log).name, "").func is write_log
+    assert get_task("write_log", "").func is not write_log
 
 
 @pytest.mark.parametrize("name", ["", "billing:charge", "x" * 129])
@@ -482,4 +468,4 @@ def test_the_same_function_defined_again_replaces_its_registration() -> None:
     define()
     again = define()
 
-    assert get_task("tests_defined_twice").func is again
+    assert get_task("tests_defined_twice", "").func is again

@@ -1,24 +1,19 @@
 """Retry backoff without AWS: exponential, jittered, capped."""
 
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from samtranslator.yaml_helper import yaml_parse
 
 from offload.retries import backoff_bounds, backoff_seconds
-from offload.settings import Settings, get_settings
+from offload.settings import Settings
 from tests.support import ROOT, TEMPLATE
 
 
 @pytest.fixture
-def settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("OFFLOAD_RETRY_BASE_SECONDS", "2")
-    monkeypatch.setenv("OFFLOAD_RETRY_MAX_SECONDS", "300")
-    get_settings.cache_clear()
-    yield
-    get_settings.cache_clear()
+def settings() -> Settings:
+    return Settings(retry_base_seconds=2, retry_max_seconds=300)
 
 
 @pytest.mark.parametrize(
@@ -26,9 +21,9 @@ def settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     [(1, 1, 2), (2, 2, 4), (3, 4, 8), (5, 16, 32), (9, 150, 300), (50, 150, 300)],
 )
 def test_backoff_grows_exponentially_with_equal_jitter(
-    settings: None, attempt: int, low: int, high: int
+    settings: Settings, attempt: int, low: int, high: int
 ) -> None:
-    delays = {backoff_seconds(attempt) for _ in range(200)}
+    delays = {backoff_seconds(attempt, settings) for _ in range(200)}
 
     assert min(delays) >= low
     assert max(delays) <= high
@@ -37,17 +32,14 @@ def test_backoff_grows_exponentially_with_equal_jitter(
 
 
 @pytest.mark.parametrize("attempt", [0, 1100, 10**6])
-def test_backoff_stays_within_the_cap_for_any_receive_count(settings: None, attempt: int) -> None:
-    assert 0 <= backoff_seconds(attempt) <= 300
+def test_backoff_stays_within_the_cap_for_any_receive_count(
+    settings: Settings, attempt: int
+) -> None:
+    assert 0 <= backoff_seconds(attempt, settings) <= 300
 
 
-def test_backoff_is_never_above_what_sqs_accepts(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OFFLOAD_RETRY_MAX_SECONDS", "43200")
-    get_settings.cache_clear()
-    try:
-        assert backoff_seconds(100) <= 43_200
-    finally:
-        get_settings.cache_clear()
+def test_backoff_is_never_above_what_sqs_accepts() -> None:
+    assert backoff_seconds(100, Settings(retry_max_seconds=43_200)) <= 43_200
 
 
 # ------------------------------------------------------------------ riding out an outage
@@ -107,8 +99,8 @@ def test_the_default_retries_ride_out_ten_minutes_of_failures(
     assert f"{shortest} s" in readme and f"{longest} s" in readme, (shortest, longest)
 
 
-def test_the_drawn_backoff_stays_within_its_bounds(settings: None) -> None:
+def test_the_drawn_backoff_stays_within_its_bounds(settings: Settings) -> None:
     for attempt in (1, 2, 5, 9, 12):
-        low, high = backoff_bounds(attempt, get_settings())
-        delays = {backoff_seconds(attempt) for _ in range(300)}
+        low, high = backoff_bounds(attempt, settings)
+        delays = {backoff_seconds(attempt, settings) for _ in range(300)}
         assert low <= min(delays) and max(delays) <= high, attempt

@@ -25,7 +25,7 @@ def test_the_clients_are_configured_as_the_budget_assumes() -> None:
     # (Configs, not clients: a boto3 session built here, before moto is imported, would escape
     # moto in the integration tests of the same run.)
     settings = Settings()
-    ses = clients.ses_config()
+    ses = clients.ses_config(settings)
 
     assert ses.retries == {"mode": "standard", "total_max_attempts": 1}
     assert ses.connect_timeout == settings.ses_connect_timeout_seconds

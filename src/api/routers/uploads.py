@@ -11,11 +11,11 @@ from starlette.concurrency import run_in_threadpool
 from api.models import ErrorDetail
 from api.security import BODY_ERRORS, UNAUTHORIZED
 from example_app.uploads.models import UPLOAD_KIND, UploadCreate, result_keys
-from offload.aws import tasks_table, uploads_s3
-from offload.fastapi import caller_subject
+from offload.aws import uploads_s3
+from offload.fastapi import OffloadDep, caller_subject
 from offload.models import TaskState
 from offload.object_keys import object_key
-from offload.settings import get_settings
+from offload.wiring import Offload
 
 router = APIRouter(prefix="/uploads", tags=["uploads"], responses=UNAUTHORIZED)
 
@@ -45,8 +45,8 @@ class UploadPublic(BaseModel):
     )
 
 
-def _bucket() -> str:
-    bucket = get_settings().upload_bucket
+def _bucket(offload: Offload) -> str:
+    bucket = offload.settings.upload_bucket
     if not bucket:
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE, detail="uploads are not configured"
@@ -60,17 +60,18 @@ def _bucket() -> str:
     responses=BODY_ERRORS | {status.HTTP_503_SERVICE_UNAVAILABLE: {"model": ErrorDetail}},
 )
 async def create_upload(
-    upload: UploadCreate, request: Request, response: Response
+    upload: UploadCreate, request: Request, response: Response, offload: OffloadDep
 ) -> UploadCreated:
     """Record the upload as queued and hand out a presigned POST for exactly this file: its
     key, its content type and its declared size."""
-    settings = get_settings()
-    bucket = _bucket()
+    settings = offload.settings
+    bucket = _bucket(offload)
     upload_id = uuid4()
     key = object_key(upload_id, upload.filename)
-    await run_in_threadpool(tasks_table.create, upload_id, UPLOAD_KIND, caller_subject(request))
+    await run_in_threadpool(offload.tasks.create, upload_id, UPLOAD_KIND, caller_subject(request))
     post = await run_in_threadpool(
         lambda: uploads_s3.presigned_post(
+            offload.clients.s3_signer,
             bucket,
             key,
             content_type=upload.content_type,
@@ -97,23 +98,27 @@ async def create_upload(
     name="get_upload",
     responses={status.HTTP_404_NOT_FOUND: {"model": ErrorDetail, "description": "No such upload."}},
 )
-async def get_upload(upload_id: UUID, request: Request) -> UploadPublic:
+async def get_upload(upload_id: UUID, request: Request, offload: OffloadDep) -> UploadPublic:
     """The upload's state; once it succeeded, its summary and links to the results.
 
     Only its creator (the JWT subject) sees it; to anyone else it does not exist.
     """
-    record = await run_in_threadpool(tasks_table.get, upload_id)
+    record = await run_in_threadpool(offload.tasks.get, upload_id)
     visible = record is not None and record.visible_to(caller_subject(request))
     if record is None or not visible or record.kind != UPLOAD_KIND:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no upload {upload_id}")
     summary = record.result if isinstance(record.result, dict) else None
     results = None
     if record.state is TaskState.SUCCEEDED:
-        bucket = _bucket()
-        expires = get_settings().result_url_expires_seconds
+        bucket = _bucket(offload)
+        expires = offload.settings.result_url_expires_seconds
         results = {
             name: uploads_s3.presigned_get(
-                bucket, key, expires_in=expires, filename=key.rsplit("/", 1)[-1]
+                offload.clients.s3_signer,
+                bucket,
+                key,
+                expires_in=expires,
+                filename=key.rsplit("/", 1)[-1],
             )
             for name, key in result_keys(upload_id).items()
         }

@@ -8,7 +8,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from offload.settings import get_settings
+from example_app.settings import get_settings
 
 UPLOAD_KIND = "process_upload"
 RESULTS_PREFIX = "results/"

@@ -36,7 +36,7 @@ from offload.aws import uploads_s3
 from offload.errors import TransientTaskError
 from offload.object_keys import parse_object_key
 from offload.observability import logger
-from offload.settings import get_settings
+from offload.wiring import current
 from offload.worker import MAX_RESULT_BYTES
 
 
@@ -48,7 +48,7 @@ class StorageError(TransientTaskError):
 def process_upload(bucket: str, key: str, size: int | None = None) -> dict[str, Any]:
     """Clean and summarise the file at `key` (`uploads/<upload id>/<filename>`) in `bucket`;
     `size` is the size S3's notification gives, if any."""
-    settings = get_settings()
+    settings = current().settings
     parsed = parse_object_key(key)
     if parsed is None:
         raise InvalidUploadError(f"not an upload's key: {key!r}")
@@ -100,9 +100,10 @@ class _GuardedSink:
 def _process(
     bucket: str, key: str, upload_id: UUID, filename: str, stop_by: float | None
 ) -> dict[str, Any]:
-    settings = get_settings()
+    offload = current()
+    settings, s3 = offload.settings, offload.clients.s3
     try:
-        source = uploads_s3.open_object(bucket, key)
+        source = uploads_s3.open_object(s3, bucket, key)
     except uploads_s3.ObjectMissingError as exc:
         raise UploadMissingError(
             "the uploaded file was deleted before it could be processed"
@@ -111,7 +112,9 @@ def _process(
         source.close()
         raise UploadTooLargeError(_too_large(source.size, settings.upload_max_bytes))
     results = result_keys(upload_id)
-    writer = uploads_s3.MultipartWriter(bucket, results["cleaned_csv"], "text/csv; charset=utf-8")
+    writer = uploads_s3.MultipartWriter(
+        s3, bucket, results["cleaned_csv"], "text/csv; charset=utf-8"
+    )
     limits = pipeline.Limits(
         max_bytes=settings.upload_max_bytes,
         max_expanded_bytes=settings.upload_max_expanded_bytes,
@@ -141,7 +144,7 @@ def _process(
     finally:
         source.close()
     document = {"upload_id": str(upload_id), "filename": filename, **summary, "results": results}
-    uploads_s3.put_json(bucket, results["summary_json"], document)
+    uploads_s3.put_json(s3, bucket, results["summary_json"], document)
     return _task_result(document)
 
 

@@ -1,9 +1,12 @@
-"""Lazily created boto3 clients, reused across Lambda invocations."""
+"""The boto3 clients of one composition (offload.wiring.build), each built on first use.
+
+There is no module-level client: whoever composes Offload (a worker's handler at its first
+invocation, the API at its first request, a test) holds one Clients, and passes it down.
+"""
 
 import threading
 from collections.abc import Callable
-from functools import update_wrapper
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import boto3
 from botocore.config import Config
@@ -12,7 +15,7 @@ from offload.settings import (
     AWS_CONNECT_TIMEOUT_SECONDS,
     AWS_MAX_ATTEMPTS,
     AWS_READ_TIMEOUT_SECONDS,
-    get_settings,
+    Settings,
 )
 
 if TYPE_CHECKING:
@@ -25,33 +28,10 @@ T = TypeVar("T")
 # boto3's default session is not thread-safe, and a client takes tens of ms of CPU to build.
 _BUILD_LOCK = threading.Lock()
 
-
-class _once(Generic[T]):  # noqa: N801 - used as a decorator, like functools.cache
-    """functools.cache for a client factory, except that concurrent first callers (a burst on
-    a cold process) wait for one client instead of each building their own."""
-
-    def __init__(self, factory: Callable[[], T]) -> None:
-        update_wrapper(self, factory)
-        self._factory = factory
-        self._value: T | None = None
-
-    def __call__(self) -> T:
-        value = self._value
-        if value is None:
-            with _BUILD_LOCK:
-                if self._value is None:
-                    self._value = self._factory()
-                value = self._value
-        return value
-
-    def cache_clear(self) -> None:
-        self._value = None
-
-
 # DynamoDB and SQS calls are idempotent or conditional: standard retry mode retries throttling,
 # 5xx and timeouts with backoff before our code sees an error. Worst case of one call:
 # settings.aws_call_worst_seconds() (12 s). The read timeout is too short for SQS long polls:
-# those use sqs_long_poll().
+# those use sqs_long_poll.
 RETRIED = Config(
     retries={"mode": "standard", "total_max_attempts": AWS_MAX_ATTEMPTS},
     connect_timeout=AWS_CONNECT_TIMEOUT_SECONDS,
@@ -61,27 +41,9 @@ RETRIED = Config(
 _S3 = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=3, read_timeout=10)
 
 
-@_once
-def sqs() -> "SQSClient":
-    return boto3.client("sqs", config=RETRIED)
-
-
-@_once
-def sqs_long_poll() -> "SQSClient":
-    """For receives that wait (operator tools, outside any record's time budget): SQS holds
-    the answer up to 20 s, so the read timeout must be longer."""
-    return boto3.client("sqs", config=RETRIED.merge(Config(read_timeout=25)))
-
-
-@_once
-def dynamodb() -> "DynamoDBClient":
-    return boto3.client("dynamodb", config=RETRIED)
-
-
-def ses_config() -> Config:
+def ses_config(settings: Settings) -> Config:
     """One attempt per call: SendEmail has no idempotency token, so an SDK retry after a 5xx or
     a read timeout could send the email again. The queue retries it, after a backoff."""
-    settings = get_settings()
     return Config(
         retries={"mode": "standard", "total_max_attempts": 1},
         connect_timeout=settings.ses_connect_timeout_seconds,
@@ -89,23 +51,50 @@ def ses_config() -> Config:
     )
 
 
-@_once
-def ses() -> "SESV2Client":
-    return boto3.client("sesv2", config=ses_config())
+class Clients:
+    """One client per service, built on first use from the environment of that moment (region,
+    credentials, endpoint); concurrent first callers (a burst on a cold process) wait for one
+    client instead of each building their own."""
 
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._built: dict[str, Any] = {}
 
-@_once
-def s3() -> "S3Client":
-    return boto3.client("s3", config=_S3)
+    def _get(self, name: str, build: Callable[[], T]) -> T:
+        client = self._built.get(name)
+        if client is None:
+            with _BUILD_LOCK:
+                client = self._built.get(name)
+                if client is None:
+                    client = self._built[name] = build()
+        return cast("T", client)
 
+    @property
+    def sqs(self) -> "SQSClient":
+        return self._get("sqs", lambda: boto3.client("sqs", config=RETRIED))
 
-@_once
-def s3_signer() -> "S3Client":
-    """Signs presigned URLs and POST policies with SigV4, which S3 requires of them."""
-    return boto3.client("s3", config=_S3.merge(Config(signature_version="s3v4")))
+    @property
+    def sqs_long_poll(self) -> "SQSClient":
+        """For receives that wait (operator tools, outside any record's time budget): SQS holds
+        the answer up to 20 s, so the read timeout must be longer."""
+        config = RETRIED.merge(Config(read_timeout=25))
+        return self._get("sqs_long_poll", lambda: boto3.client("sqs", config=config))
 
+    @property
+    def dynamodb(self) -> "DynamoDBClient":
+        return self._get("dynamodb", lambda: boto3.client("dynamodb", config=RETRIED))
 
-def reset() -> None:
-    """Forget every client, so the next call builds one for the current environment."""
-    for factory in (sqs, sqs_long_poll, dynamodb, ses, s3, s3_signer):
-        factory.cache_clear()
+    @property
+    def ses(self) -> "SESV2Client":
+        config = ses_config(self._settings)
+        return self._get("ses", lambda: boto3.client("sesv2", config=config))
+
+    @property
+    def s3(self) -> "S3Client":
+        return self._get("s3", lambda: boto3.client("s3", config=_S3))
+
+    @property
+    def s3_signer(self) -> "S3Client":
+        """Signs presigned URLs and POST policies with SigV4, which S3 requires of them."""
+        config = _S3.merge(Config(signature_version="s3v4"))
+        return self._get("s3_signer", lambda: boto3.client("s3", config=config))

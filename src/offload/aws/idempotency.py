@@ -4,10 +4,10 @@ A persistence layer is configured by the first idempotent function that uses it,
 (keyed on task ids) and the API (keyed on Idempotency-Key headers) each get their own.
 """
 
+import threading
 import time
 from collections.abc import Callable
-from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from aws_lambda_powertools.utilities.idempotency import (
     DynamoDBPersistenceLayer,
@@ -16,56 +16,59 @@ from aws_lambda_powertools.utilities.idempotency import (
 )
 from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyItemNotFoundError
 
-from offload.aws import clients
-from offload.settings import get_settings
-
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
-
-@cache
-def _store(user: str, client: "DynamoDBClient", table: str) -> DynamoDBPersistenceLayer:
-    # One instance per user (the first idempotent function to use a layer configures it), per
-    # client and table: a new client (clients.reset() in tests) gets a new store.
-    return DynamoDBPersistenceLayer(table_name=table, boto3_client=client)
+User = Literal["worker", "api"]
 
 
-def persistence_layer() -> DynamoDBPersistenceLayer:
-    """The store of the workers' per-task records."""
-    return _store("worker", clients.dynamodb(), get_settings().idempotency_table)
+class IdempotencyStores:
+    """The IdempotencyTable (`table`, "" if none) through `client`; its records live
+    `ttl_seconds`. One persistence layer per user: the workers' per-task records and the API's
+    Idempotency-Key records."""
 
+    def __init__(self, client: "DynamoDBClient", table: str, ttl_seconds: int) -> None:
+        self.client = client
+        self.table = table
+        self.ttl_seconds = ttl_seconds
+        self._layers: dict[str, DynamoDBPersistenceLayer] = {}
+        self._lock = threading.Lock()
 
-def api_persistence_layer() -> DynamoDBPersistenceLayer:
-    """The store of the API's Idempotency-Key records."""
-    return _store("api", clients.dynamodb(), get_settings().idempotency_table)
+    def layer(self, user: User) -> DynamoDBPersistenceLayer:
+        with self._lock:
+            layer = self._layers.get(user)
+            if layer is None:
+                layer = DynamoDBPersistenceLayer(table_name=self.table, boto3_client=self.client)
+                self._layers[user] = layer
+            return layer
 
+    def once(
+        self,
+        func: Callable[..., Any],
+        *,
+        user: User,
+        data_keyword_argument: str,
+        key_jmespath: str,
+        key_prefix: str,
+        validation_jmespath: str = "",
+    ) -> tuple[IdempotencyConfig, Callable[..., Any]]:
+        """Wrap func in Powertools idempotency on the user's store.
 
-def once(
-    func: Callable[..., Any],
-    *,
-    store: DynamoDBPersistenceLayer,
-    data_keyword_argument: str,
-    key_jmespath: str,
-    key_prefix: str,
-    validation_jmespath: str = "",
-) -> tuple[IdempotencyConfig, Callable[..., Any]]:
-    """Wrap func in Powertools idempotency on `store`; records live OFFLOAD_IDEMPOTENCY_TTL_SECONDS.
-
-    Returns the config too, so each invocation can register its Lambda context with it.
-    """
-    config = IdempotencyConfig(
-        event_key_jmespath=key_jmespath,
-        payload_validation_jmespath=validation_jmespath,
-        raise_on_no_idempotency_key=True,
-        expires_after_seconds=get_settings().idempotency_ttl_seconds,
-    )
-    wrapped: Callable[..., Any] = idempotent_function(
-        data_keyword_argument=data_keyword_argument,
-        persistence_store=store,
-        config=config,
-        key_prefix=key_prefix,
-    )(func)
-    return config, wrapped
+        Returns the config too, so each invocation can register its Lambda context with it.
+        """
+        config = IdempotencyConfig(
+            event_key_jmespath=key_jmespath,
+            payload_validation_jmespath=validation_jmespath,
+            raise_on_no_idempotency_key=True,
+            expires_after_seconds=self.ttl_seconds,
+        )
+        wrapped: Callable[..., Any] = idempotent_function(
+            data_keyword_argument=data_keyword_argument,
+            persistence_store=self.layer(user),
+            config=config,
+            key_prefix=key_prefix,
+        )(func)
+        return config, wrapped
 
 
 def in_progress_seconds_left(store: DynamoDBPersistenceLayer, data: dict[str, Any]) -> float:

@@ -5,12 +5,11 @@ from typing import TYPE_CHECKING
 from botocore.exceptions import ClientError
 
 from offload import deadline
-from offload.aws import clients
 from offload.aws.errors import error_code, transient_errors
 from offload.errors import EmailRejectedError
-from offload.settings import get_settings
 
 if TYPE_CHECKING:
+    from mypy_boto3_sesv2 import SESV2Client
     from mypy_boto3_sesv2.type_defs import BodyTypeDef
 
 # Errors that will not go away on retry; anything else is retried by the queue.
@@ -23,15 +22,25 @@ PERMANENT_CODES = {
 }
 
 
-def send_email(*, sender: str, to: str, subject: str, text: str | None, html: str | None) -> str:
+def send_email(
+    client: "SESV2Client",
+    *,
+    sender: str,
+    to: str,
+    subject: str,
+    text: str | None,
+    html: str | None,
+    needs_seconds: float,
+) -> str:
     """Send one email and return SES's message id.
 
     One request: a 5xx, a throttle or a timeout raises TransientTaskError and the queue retries
     the task. A read timeout is ambiguous (SES may have accepted the email), so its retry can
     send a second one. The call starts only if the invocation has time for its worst case and
-    the write that records it (NotEnoughTimeError, transient, otherwise).
+    the write that records it, `needs_seconds` (Settings.ses_send_seconds; NotEnoughTimeError,
+    transient, otherwise).
     """
-    deadline.require(get_settings().ses_send_seconds, "SES SendEmail")
+    deadline.require(needs_seconds, "SES SendEmail")
     body: BodyTypeDef = {}
     if text is not None:
         body["Text"] = {"Data": text, "Charset": "UTF-8"}
@@ -39,7 +48,7 @@ def send_email(*, sender: str, to: str, subject: str, text: str | None, html: st
         body["Html"] = {"Data": html, "Charset": "UTF-8"}
     try:
         with transient_errors("SES SendEmail"):
-            response = clients.ses().send_email(
+            response = client.send_email(
                 FromEmailAddress=sender,
                 Destination={"ToAddresses": [to]},
                 Content={

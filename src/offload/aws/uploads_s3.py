@@ -5,12 +5,12 @@ from typing import IO, TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from offload.aws import clients
 from offload.aws.errors import error_code, transient_errors
 from offload.errors import UnprocessableInputError
 from offload.observability import logger
 
 if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
     from mypy_boto3_s3.type_defs import CompletedPartTypeDef
 
 # S3 takes parts of 5 MiB to 5 GiB (the last may be smaller), at most 10,000 of them.
@@ -23,7 +23,7 @@ class ObjectMissingError(UnprocessableInputError):
 
 
 def presigned_post(
-    bucket: str, key: str, *, content_type: str, size: int, expires_in: int
+    client: "S3Client", bucket: str, key: str, *, content_type: str, size: int, expires_in: int
 ) -> dict[str, Any]:
     """URL and form fields for a browser or curl to POST one file of `size` bytes to `key`.
 
@@ -39,14 +39,16 @@ def presigned_post(
         {"Content-Type": content_type},
         ["content-length-range", size, size],
     ]
-    post: dict[str, Any] = clients.s3_signer().generate_presigned_post(
+    post: dict[str, Any] = client.generate_presigned_post(
         Bucket=bucket, Key=key, Fields=fields, Conditions=conditions, ExpiresIn=expires_in
     )
     return post
 
 
-def presigned_get(bucket: str, key: str, *, expires_in: int, filename: str) -> str:
-    url: str = clients.s3_signer().generate_presigned_url(
+def presigned_get(
+    client: "S3Client", bucket: str, key: str, *, expires_in: int, filename: str
+) -> str:
+    url: str = client.generate_presigned_url(
         "get_object",
         Params={
             "Bucket": bucket,
@@ -71,11 +73,11 @@ class S3Object:
         self.body.close()
 
 
-def open_object(bucket: str, key: str) -> S3Object:
+def open_object(client: "S3Client", bucket: str, key: str) -> S3Object:
     """GET an object for streaming. ObjectMissingError if it no longer exists."""
     try:
         with transient_errors("S3 GetObject"):
-            return S3Object(clients.s3().get_object(Bucket=bucket, Key=key))
+            return S3Object(client.get_object(Bucket=bucket, Key=key))
     except ClientError as exc:
         if error_code(exc) in MISSING_CODES:
             raise ObjectMissingError(f"s3://{bucket}/{key} no longer exists") from exc
@@ -90,8 +92,14 @@ class MultipartWriter:
     """
 
     def __init__(
-        self, bucket: str, key: str, content_type: str, part_bytes: int = PART_BYTES
+        self,
+        client: "S3Client",
+        bucket: str,
+        key: str,
+        content_type: str,
+        part_bytes: int = PART_BYTES,
     ) -> None:
+        self.client = client
         self.bucket = bucket
         self.key = key
         self.content_type = content_type
@@ -108,7 +116,7 @@ class MultipartWriter:
             self._flush()
 
     def _flush(self) -> None:
-        s3 = clients.s3()
+        s3 = self.client
         with transient_errors("S3 UploadPart"):
             if self.upload_id is None:
                 self.upload_id = s3.create_multipart_upload(
@@ -126,7 +134,7 @@ class MultipartWriter:
         self.buffer.clear()
 
     def close(self) -> None:
-        s3 = clients.s3()
+        s3 = self.client
         if self.upload_id is None:
             with transient_errors("S3 PutObject"):
                 s3.put_object(
@@ -156,9 +164,7 @@ class MultipartWriter:
         if upload_id is None:
             return
         try:
-            clients.s3().abort_multipart_upload(
-                Bucket=self.bucket, Key=self.key, UploadId=upload_id
-            )
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=upload_id)
         except (ClientError, BotoCoreError) as exc:
             logger.warning(
                 "multipart upload not aborted; S3 expires its parts",
@@ -166,9 +172,9 @@ class MultipartWriter:
             )
 
 
-def put_json(bucket: str, key: str, data: Any) -> None:
+def put_json(client: "S3Client", bucket: str, key: str, data: Any) -> None:
     with transient_errors("S3 PutObject"):
-        clients.s3().put_object(
+        client.put_object(
             Bucket=bucket,
             Key=key,
             Body=json.dumps(data, indent=2, default=str).encode(),

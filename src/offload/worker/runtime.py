@@ -31,26 +31,21 @@ Lambda retries the event.
 import json
 import math
 import time
-from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 from uuid import UUID
 
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
-from aws_lambda_powertools.utilities.idempotency import (
-    DynamoDBPersistenceLayer,
-    IdempotencyConfig,
-)
 from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyAlreadyInProgressError,
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from offload import claim_check, deadline
-from offload.aws import idempotency, tasks_table
+from offload.aws import idempotency
+from offload.aws.tasks_table import Claim
 from offload.errors import (
     InvalidMessageError,
     PermanentTaskError,
@@ -69,7 +64,7 @@ from offload.retries import (
     record_transient_failure,
     show_again_in,
 )
-from offload.settings import get_settings
+from offload.wiring import Offload, running
 from offload.worker.sources import Call, Source
 
 # The most SQS allows for a message's visibility timeout (12 hours).
@@ -90,10 +85,6 @@ class NoDeadLetterQueueError(TaskError):
 
 
 # ---------------------------------------------------------------- running a task, once
-def _run_task(message: dict[str, Any]) -> Any:
-    return storable_result(get_task(message["kind"]).run(message["payload"]))
-
-
 def storable_result(result: Any) -> Any:
     """The result as JSON data, or a note if it is too large to keep.
 
@@ -116,32 +107,33 @@ def storable_result(result: Any) -> Any:
     }
 
 
-@cache
-def _runner(
-    store: DynamoDBPersistenceLayer,
-) -> tuple[IdempotencyConfig, Callable[..., Any]]:
-    """The task runner wrapped in Powertools idempotency, keyed on the task id.
+class Runtime:
+    """What the lifecycle runs with, composed once per worker: the Offload, and the task runner
+    under Powertools idempotency (keyed on the task id) on the workers' store."""
 
-    Built once per persistence layer, so clients.reset() in tests gives a fresh one.
-    """
-    return idempotency.once(
-        _run_task,
-        store=store,
-        data_keyword_argument="message",
-        key_jmespath="task_id",
-        key_prefix="offload-task",
-    )
+    def __init__(self, offload: Offload) -> None:
+        self.offload = offload
+        self.settings = offload.settings
+        # The workers' idempotency store, configured by the runner below at its first call.
+        self.store = offload.idempotency.layer("worker")
+        self.idempotency, self.run_once = offload.idempotency.once(
+            self._run_task,
+            user="worker",
+            data_keyword_argument="message",
+            key_jmespath="task_id",
+            key_prefix="offload-task",
+        )
 
+    def _run_task(self, message: dict[str, Any]) -> Any:
+        task = get_task(message["kind"], self.settings.task_modules)
+        with running(self.offload):
+            return storable_result(task.run(message["payload"]))
 
-def _run_once() -> Callable[..., Any]:
-    return _runner(idempotency.persistence_layer())[1]
-
-
-def register_context(context: LambdaContext) -> None:
-    """Let in-progress idempotency records expire at this invocation's timeout, and calls that
-    must not be cut off check the time left (offload.deadline)."""
-    _runner(idempotency.persistence_layer())[0].register_lambda_context(context)
-    deadline.start(context)
+    def register_context(self, context: LambdaContext) -> None:
+        """Let in-progress idempotency records expire at this invocation's timeout, and calls
+        that must not be cut off check the time left (offload.deadline)."""
+        self.idempotency.register_lambda_context(context)
+        deadline.start(context)
 
 
 # ---------------------------------------------------------------- one call
@@ -152,11 +144,14 @@ class Delivery:
 
     def __init__(
         self,
+        runtime: Runtime,
         queue: QueueName,
         attempt: int,
         invocation: deadline.Invocation,
         record: SQSRecord | None = None,
     ) -> None:
+        self.runtime = runtime
+        self.offload = runtime.offload
         self.queue = queue
         self.attempt = attempt
         self.invocation = invocation
@@ -174,7 +169,7 @@ class Delivery:
         if self.record is None:
             logger.warning("a direct event has no DLQ: the task is dead, the event is not kept")
         elif not self._dead_lettered:
-            _dead_letter(self.record, self.queue, reason)
+            _dead_letter(self.runtime, self.record, self.queue, reason)
             self._dead_lettered = True
 
 
@@ -208,7 +203,8 @@ def run_call(call: Call, delivery: Delivery) -> Outcome:
     )
     started = time.perf_counter()
     try:
-        claim = tasks_table.claim(
+        offload = delivery.offload
+        claim = offload.tasks.claim(
             message.task_id,
             message.kind,
             attempts=attempt,
@@ -220,23 +216,23 @@ def run_call(call: Call, delivery: Delivery) -> Outcome:
             _skipped(claim)
             return Outcome(None)
         logger.info("task started")
-        definition = get_task(message.kind)
+        definition = get_task(message.kind, offload.settings.task_modules)
         if definition.queue != delivery.queue:
             raise UnknownTaskError(f"task {message.kind!r} belongs on the {definition.queue} queue")
-        message = claim_check.check_out(message)
-        result = _run_once()(message=message.model_dump(mode="json"))
+        message = claim_check.check_out(message, offload.payloads)
+        result = delivery.runtime.run_once(message=message.model_dump(mode="json"))
     except PermanentTaskError as exc:
         return _dead(message, delivery, exc)
     except UnprocessableInputError as exc:
-        return _failed(message, attempt, exc)
+        return _failed(message, delivery, exc)
     except IdempotencyAlreadyInProgressError as exc:
-        return _held(message, attempt, exc)
+        return _held(message, delivery, exc)
     except Exception as exc:
-        return _retrying(message, attempt, exc)
-    return _succeeded(message, attempt, result, started)
+        return _retrying(message, delivery, exc)
+    return _succeeded(message, delivery, result, started)
 
 
-def _skipped(claim: tasks_table.Claim) -> None:
+def _skipped(claim: Claim) -> None:
     if claim.other_origin is None:
         # A copy of a finished task (succeeded, failed or dead): the claim refuses to move it.
         logger.info("task already finished; duplicate delivery skipped")
@@ -248,9 +244,13 @@ def _skipped(claim: tasks_table.Claim) -> None:
     metrics.add_metric(name="DuplicatesSkipped", unit=MetricUnit.Count, value=1)
 
 
-def _succeeded(message: TaskMessage, attempt: int, result: Any, started: float) -> Outcome:
-    tasks_table.transition(
-        message.task_id, message.kind, TaskState.SUCCEEDED, attempts=attempt, result=result
+def _succeeded(message: TaskMessage, delivery: Delivery, result: Any, started: float) -> Outcome:
+    delivery.offload.tasks.transition(
+        message.task_id,
+        message.kind,
+        TaskState.SUCCEEDED,
+        attempts=delivery.attempt,
+        result=result,
     )
     elapsed_ms = (time.perf_counter() - started) * 1000
     logger.info("task succeeded", extra={"duration_ms": round(elapsed_ms, 1)})
@@ -259,10 +259,10 @@ def _succeeded(message: TaskMessage, attempt: int, result: Any, started: float) 
     return Outcome(TaskState.SUCCEEDED)
 
 
-def _failed(message: TaskMessage, attempt: int, exc: UnprocessableInputError) -> Outcome:
+def _failed(message: TaskMessage, delivery: Delivery, exc: UnprocessableInputError) -> Outcome:
     """The input can never succeed: the user is told why; nothing for an operator."""
-    tasks_table.transition(
-        message.task_id, message.kind, TaskState.FAILED, attempts=attempt, error=str(exc)
+    delivery.offload.tasks.transition(
+        message.task_id, message.kind, TaskState.FAILED, attempts=delivery.attempt, error=str(exc)
     )
     logger.warning("task input can never succeed; failed", extra={"reason": str(exc)})
     metrics.add_metric(name="TasksFailed", unit=MetricUnit.Count, value=1)
@@ -278,23 +278,26 @@ def _dead(message: TaskMessage, delivery: Delivery, exc: PermanentTaskError) -> 
         exc_info=exc,
     )
     delivery.dead_letter(str(exc))
-    tasks_table.transition(
+    delivery.offload.tasks.transition(
         message.task_id, message.kind, TaskState.DEAD, attempts=delivery.attempt, error=str(exc)
     )
     metrics.add_metric(name="TasksDead", unit=MetricUnit.Count, value=1)
     return Outcome(TaskState.DEAD)
 
 
-def _held(message: TaskMessage, attempt: int, exc: IdempotencyAlreadyInProgressError) -> Outcome:
+def _held(
+    message: TaskMessage, delivery: Delivery, exc: IdempotencyAlreadyInProgressError
+) -> Outcome:
     """Another delivery runs the task: the task is left alone, and this copy comes back."""
-    delay = _in_progress_delay(message, attempt)
+    delay = _in_progress_delay(message, delivery)
     logger.warning("task is running in another delivery", extra={"retry_in_seconds": delay})
     return Outcome(None, ComeBack(delay, exc))
 
 
-def _retrying(message: TaskMessage, attempt: int, exc: Exception) -> Outcome:
-    delay = record_transient_failure(message.task_id, message.kind, attempt, exc)
-    if attempt >= get_settings().max_receive_count:
+def _retrying(message: TaskMessage, delivery: Delivery, exc: Exception) -> Outcome:
+    offload, attempt = delivery.offload, delivery.attempt
+    delay = record_transient_failure(offload, message.task_id, message.kind, attempt, exc)
+    if attempt >= offload.settings.max_receive_count:
         logger.error(
             "task failed on its last attempt; SQS moves it to the DLQ",
             extra={"reason": f"{type(exc).__name__}: {exc}"},
@@ -311,17 +314,18 @@ def _retrying(message: TaskMessage, attempt: int, exc: Exception) -> Outcome:
     return Outcome(TaskState.RETRYING, ComeBack(delay, exc))
 
 
-def _in_progress_delay(message: TaskMessage, attempt: int) -> int:
+def _in_progress_delay(message: TaskMessage, delivery: Delivery) -> int:
     """When to look again at a task that another delivery holds.
 
     A live holder finishes soon, so early receives back off briefly. From half the receives
     on, wait until the holder's in-progress record expires (at its Lambda's timeout, if that
     worker died), so that a duplicate never reaches the DLQ only because of the wait.
     """
-    delay = backoff_seconds(attempt)
-    if attempt > get_settings().max_receive_count // 2:
+    offload, attempt = delivery.offload, delivery.attempt
+    delay = backoff_seconds(attempt, offload.settings)
+    if attempt > offload.settings.max_receive_count // 2:
         left = idempotency.in_progress_seconds_left(
-            idempotency.persistence_layer(), message.model_dump(mode="json")
+            delivery.runtime.store, message.model_dump(mode="json")
         )
         delay = max(delay, math.ceil(left) + 1)
     return min(delay, MAX_VISIBILITY_SECONDS)
@@ -344,7 +348,7 @@ def _attribute(record: SQSRecord, name: str) -> str | None:
 
 
 def process_record(
-    record: SQSRecord, queue: QueueName, source: Source, context: LambdaContext
+    record: SQSRecord, queue: QueueName, source: Source, context: LambdaContext, runtime: Runtime
 ) -> None:
     """Run one record. Its log keys (task, attempt, correlation id) live only while it runs."""
     attempt = int(record.attributes.approximate_receive_count)
@@ -358,44 +362,52 @@ def process_record(
     # Thread-safe keys: a poller may run several batches in one process (the local system).
     logger.thread_safe_append_keys(**keys)
     try:
-        _process(record, queue, source, context, attempt)
+        _process(runtime, record, queue, source, context, attempt=attempt)
     finally:
         logger.thread_safe_remove_keys(list({*keys, *CALL_LOG_KEYS}))
 
 
 def _process(
-    record: SQSRecord, queue: QueueName, source: Source, context: LambdaContext, attempt: int
+    runtime: Runtime,
+    record: SQSRecord,
+    queue: QueueName,
+    source: Source,
+    context: LambdaContext,
+    *,
+    attempt: int,
 ) -> None:
-    settings = get_settings()
+    settings, sqs = runtime.settings, runtime.offload.sqs
     if context.get_remaining_time_in_millis() < settings.record_time_budget_ms:
         # This receive counts toward maxReceiveCount like a failure, so it waits the same
         # backoff: an outage that slows every invocation must not burn receives faster.
-        delay = backoff_seconds(attempt)
-        show_again_in(settings.queue_url(queue), record.receipt_handle, delay)
+        delay = backoff_seconds(attempt, settings)
+        show_again_in(sqs, settings.queue_url(queue), record.receipt_handle, delay)
         logger.warning(
             "near the Lambda timeout; record returned to the queue untouched",
             extra={"retry_in_seconds": delay},
         )
         raise OutOfTimeError("too close to the Lambda timeout; returned to the queue untouched")
     try:
-        calls = source.calls(record.body)
+        calls = source.calls(record.body, settings)
     except InvalidMessageError as exc:
-        _poison(record, queue, exc)
+        _poison(runtime, record, queue, exc)
         return
-    delivery = Delivery(queue, attempt, context, record)
+    delivery = Delivery(runtime, queue, attempt, context, record)
     back = _come_back([run_call(call, delivery) for call in calls])
     if back is not None:
-        show_again_in(settings.queue_url(queue), record.receipt_handle, back.seconds)
+        show_again_in(sqs, settings.queue_url(queue), record.receipt_handle, back.seconds)
         raise back.error
 
 
-def _poison(record: SQSRecord, queue: QueueName, exc: InvalidMessageError) -> None:
+def _poison(
+    runtime: Runtime, record: SQSRecord, queue: QueueName, exc: InvalidMessageError
+) -> None:
     """A body that the source cannot read: dead-letter it at once, with the reason.
 
     Nothing else is touched: the task it claims to be (if any) is never read or written on the
     word of a message that failed validation, so a forged or corrupted copy cannot kill a task.
     """
-    _dead_letter(record, queue, str(exc))
+    _dead_letter(runtime, record, queue, str(exc))
     task_id = _guess_task_id(record)
     logger.error(
         "poison message sent to the DLQ",
@@ -418,10 +430,10 @@ def _guess_task_id(record: SQSRecord) -> UUID | None:
     return None
 
 
-def _dead_letter(record: SQSRecord, queue: QueueName, reason: str) -> None:
+def _dead_letter(runtime: Runtime, record: SQSRecord, queue: QueueName, reason: str) -> None:
     """Copy the message to the queue's DLQ with the reason; the caller lets Lambda delete it.
     Without a DLQ URL, NoDeadLetterQueueError: the record fails, and comes back."""
-    dlq_url = get_settings().dlq_url(queue)
+    dlq_url = runtime.settings.dlq_url(queue)
     if not dlq_url:
         variable = queue_named(queue).dlq_url_variable
         logger.error(
@@ -429,14 +441,16 @@ def _dead_letter(record: SQSRecord, queue: QueueName, reason: str) -> None:
             extra={"variable": variable, "reason": reason},
         )
         raise NoDeadLetterQueueError(f"{variable} is not set; not dead-lettered: {reason}")
-    dead_letter(record, dlq_url, reason)
+    dead_letter(runtime.offload.sqs, record, dlq_url, reason)
 
 
 # ---------------------------------------------------------------- a direct event
-def process_event(calls: list[Call], queue: QueueName, context: LambdaContext) -> dict[str, Any]:
+def process_event(
+    calls: list[Call], queue: QueueName, context: LambdaContext, runtime: Runtime
+) -> dict[str, Any]:
     """Run the calls of a direct event (its first delivery); raise if one must come back, so
     that Lambda retries the event. Returns how many tasks succeeded."""
-    delivery = Delivery(queue, 1, context)
+    delivery = Delivery(runtime, queue, 1, context)
     try:
         outcomes = [run_call(call, delivery) for call in calls]
     finally:

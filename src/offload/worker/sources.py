@@ -10,7 +10,7 @@
   Keys are URL-decoded first (`+` is a space, `%2F` a slash). Ignored, each with a log line:
   S3's `s3:TestEvent`, an event for another bucket (the log names it), an event that is not
   ObjectCreated, a key outside the convention. The object's key is the call's origin: the first
-  object to claim a task id is the only one that ever runs it (see tasks_table.claim).
+  object to claim a task id is the only one that ever runs it (see TasksTable.claim).
   A direct S3 event (an asynchronous invoke, as `sam local invoke` passes it) is read too.
 
 A source raises InvalidMessageError for a body it can never read: a poison message.
@@ -31,7 +31,7 @@ from offload.models import TaskMessage
 from offload.object_keys import UPLOADS_PREFIX, parse_object_key
 from offload.observability import logger
 from offload.registry import TaskDefinition, definition_of
-from offload.settings import get_settings
+from offload.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -45,12 +45,12 @@ class Call:
 
 
 class Source(Protocol):
-    def calls(self, body: str) -> list[Call]:
+    def calls(self, body: str, settings: Settings) -> list[Call]:
         """The task calls of one SQS message body; InvalidMessageError if it can never be
         read."""
         ...
 
-    def direct_calls(self, event: Mapping[str, Any]) -> list[Call] | None:
+    def direct_calls(self, event: Mapping[str, Any], settings: Settings) -> list[Call] | None:
         """The task calls of an event that is not an SQS batch, or None if this source does not
         read such events."""
         ...
@@ -66,10 +66,10 @@ def parse_message(body: str) -> TaskMessage:
 class TaskMessages:
     """Each message is one task message."""
 
-    def calls(self, body: str) -> list[Call]:
+    def calls(self, body: str, settings: Settings) -> list[Call]:
         return [Call(parse_message(body))]
 
-    def direct_calls(self, event: Mapping[str, Any]) -> list[Call] | None:
+    def direct_calls(self, event: Mapping[str, Any], settings: Settings) -> list[Call] | None:
         return None
 
 
@@ -144,16 +144,16 @@ class S3Objects:
         self.bucket = bucket
         self.prefix = prefix
 
-    def calls(self, body: str) -> list[Call]:
-        return self._calls(_notification(body))
+    def calls(self, body: str, settings: Settings) -> list[Call]:
+        return self._calls(_notification(body), settings)
 
-    def direct_calls(self, event: Mapping[str, Any]) -> list[Call] | None:
-        return self._calls(s3_records(event)) if is_s3_event(event) else None
+    def direct_calls(self, event: Mapping[str, Any], settings: Settings) -> list[Call] | None:
+        return self._calls(s3_records(event), settings) if is_s3_event(event) else None
 
-    def _calls(self, objects: list[ObjectCreated]) -> list[Call]:
+    def _calls(self, objects: list[ObjectCreated], settings: Settings) -> list[Call]:
         if not objects:
             logger.info("s3:TestEvent ignored")
-        bucket = self.bucket or get_settings().upload_bucket
+        bucket = self.bucket or settings.upload_bucket
         calls = []
         for obj in objects:
             if obj.bucket != bucket:

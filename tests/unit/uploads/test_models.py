@@ -5,9 +5,9 @@ from uuid import UUID
 import pytest
 from pydantic import ValidationError
 
+from example_app.settings import get_settings
 from example_app.uploads.models import UploadCreate, sanitise_filename
 from offload.object_keys import parse_object_key
-from offload.settings import get_settings
 from offload.worker.sources import ObjectCreated, s3_records
 
 UPLOAD_ID = UUID("7c9e6679-7425-40de-944b-e07fc1f90ae7")
