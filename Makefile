@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements/dev.lock pyproject.toml | s
 export POWERTOOLS_TRACE_DISABLED ?= true
 export POWERTOOLS_DEV ?= false
 
-.PHONY: help setup run test unit integration e2e lint tools bench emails upload dlq lock build deploy clean
+.PHONY: help setup run test test-built unit integration e2e lint tools bench emails upload invoke dlq lock build deploy clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -38,6 +38,11 @@ emails: setup ## List the emails the local system's SES has sent
 upload: setup ## Upload FILE=path.csv to the running local system and print its summary
 	@test -n "$(FILE)" || (echo "usage: make upload FILE=path/to/file.csv" && exit 2)
 	$(BIN)/python -m offload.local upload "$(FILE)"
+
+# The built package under the Lambda runtime emulator, python3.13, no container (offload invoke).
+invoke: setup $(TOOLS)/sam/.installed ## Run a built function: make invoke FUNCTION=EmailWorker EVENT=events/sqs-email-worker.json
+	@test -n "$(FUNCTION)" -a -n "$(EVENT)" || (echo "usage: make invoke FUNCTION=ApiFunction EVENT=events/api-health.json" && exit 2)
+	UV=$(CURDIR)/$(UV) $(BIN)/offload invoke "$(FUNCTION)" -e "$(EVENT)" $(ARGS)
 
 test: setup ## Run every test: unit, integration, e2e, reliability
 	$(BIN)/pytest

@@ -3,6 +3,7 @@
     offload run [--template template.yaml]   the whole system on 127.0.0.1, no AWS account
     offload emails                           what the local system's SES has sent
     offload upload FILE                      upload a CSV/TSV file and print its summary
+    offload invoke FUNCTION -e EVENT         a built function, as `sam local invoke`, no Docker
     offload dlq list|redrive|purge ...       the dead-letter queues (see `offload dlq --help`)
 
 `python -m offload.local` is the same command, `python -m offload.dlq` the same as `offload dlq`.
@@ -60,7 +61,7 @@ def _local(argv: list[str]) -> int:
     )
     # `poll` is internal (the runner starts one per worker instance): left out of the help.
     commands = parser.add_subparsers(
-        dest="command", required=True, metavar="{run,emails,upload,dlq}"
+        dest="command", required=True, metavar="{run,emails,upload,invoke,dlq}"
     )
     run = commands.add_parser("run", help="start moto, the API and the workers")
     run.add_argument(
@@ -113,6 +114,27 @@ def _local(argv: list[str]) -> int:
     upload.add_argument(
         "--api", default=f"http://127.0.0.1:{os.getenv('OFFLOAD_API_PORT', '8000')}"
     )
+    invoke = commands.add_parser(
+        "invoke",
+        help="run a function's built package (sam build) with one event, as `sam local "
+        "invoke` does but without a container",
+    )
+    invoke.add_argument("function", help="the function's logical id in the template")
+    invoke.add_argument(
+        "-e", "--event", type=Path, help="JSON event file (default: read from stdin)"
+    )
+    invoke.add_argument("--template", type=Path, default=Path("template.yaml"))
+    invoke.add_argument(
+        "--moto-port",
+        type=int,
+        default=int(os.getenv("OFFLOAD_MOTO_PORT", "4566")),
+        help="the running local system's embedded AWS, used when it answers there; else one "
+        "is started for the invoke (default: %(default)s)",
+    )
+    invoke.add_argument(
+        "--sender", default=os.getenv("OFFLOAD_SENDER_EMAIL", "noreply@example.com")
+    )
+    invoke.add_argument("-v", "--verbose", action="store_true", help="show the emulator's lines")
     poll = commands.add_parser("poll")
     poll.add_argument("spec")
     commands.add_parser(
@@ -132,6 +154,21 @@ def _local(argv: list[str]) -> int:
         from offload.local.upload import main as upload_main
 
         return upload_main(args.file, args.api)
+    if args.command == "invoke":
+        from offload.local.invoke import invoke as invoke_function
+
+        template = args.template.resolve()
+        if not template.is_file():
+            parser.error(f"no SAM template at {template}: pass --template path/to/it")
+        event = args.event.read_bytes() if args.event else sys.stdin.buffer.read()
+        return invoke_function(
+            template,
+            args.function,
+            event,
+            moto_port=args.moto_port,
+            sender=args.sender,
+            verbose=args.verbose,
+        )
     if args.command == "poll":
         from offload.local.poller import main as poll_main
 

@@ -16,7 +16,7 @@ def test_help_lists_the_commands_but_not_the_internal_one(
 
     assert stopped.value.code == 0
     usage = capsys.readouterr().out
-    assert "{run,emails,upload,dlq}" in usage
+    assert "{run,emails,upload,invoke,dlq}" in usage
     assert "poll" not in usage
 
 

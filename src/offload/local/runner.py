@@ -95,6 +95,30 @@ class MotoServer:
         self.thread.join(timeout=5)
 
 
+def start_moto(host: str, port: int) -> MotoServer:
+    """moto's server, started, with its Lambda set to never look for Docker (port 0: a free one,
+    then in moto.server.server_port)."""
+    moto = MotoServer(host, port)
+    moto.start()
+    requests.post(
+        f"http://{host}:{moto.server.server_port}/moto-api/config",
+        json={"lambda": {"use_docker": False}},
+        timeout=5,
+    ).raise_for_status()
+    return moto
+
+
+def provision_local(moto_url: str, template: Path, sender: str) -> LocalStack:
+    """The template's stack in moto, and what moto's CloudFormation leaves out that the local
+    system needs: the SES sender identity."""
+    stack = provision(moto_url, template, {"Stage": "dev", "SenderEmail": sender})
+    # The runner plays Lambda; moto's dashboard (/moto-api/data.json, used by `make emails`)
+    # fails on Lambda models without Docker, so they are left out of it.
+    model_data.pop("awslambda", None)
+    boto3.client("sesv2", endpoint_url=moto_url).create_email_identity(EmailIdentity=sender)
+    return stack
+
+
 class LocalSystem:
     def __init__(self, options: Options) -> None:
         self.options = options
@@ -145,23 +169,15 @@ class LocalSystem:
         os.environ.update({**LOCAL_CREDENTIALS, "AWS_ENDPOINT_URL": self.moto_url})
         _say(f"starting the embedded AWS (moto) on {self.moto_url}")
         try:
-            self.moto = MotoServer(self.options.host, self.options.moto_port)
+            self.moto = start_moto(self.options.host, self.options.moto_port)
         except OSError as error:  # taken since the check above
             raise SystemExit(
                 f"the embedded AWS cannot listen on {self.moto_url}: {error}. "
                 f'Pick another port: make run ARGS="--moto-port <port>"'
             ) from None
-        self.moto.start()
-        requests.post(
-            f"{self.moto_url}/moto-api/config", json={"lambda": {"use_docker": False}}, timeout=5
-        ).raise_for_status()
         _say(f"provisioning from {self.options.template.name} (SAM → CloudFormation → moto)")
-        parameters = {"Stage": "dev", "SenderEmail": self.options.sender}
-        self.stack = provision(self.moto_url, self.options.template, parameters)
-        # The runner plays Lambda; moto's dashboard (/moto-api/data.json, used by `make emails`)
-        # fails on Lambda models without Docker, so they are left out of it.
-        model_data.pop("awslambda", None)
-        self._fill_gaps()
+        self.stack = provision_local(self.moto_url, self.options.template, self.options.sender)
+        _say(f"  SES sender identity {self.options.sender} verified")
         for logical, physical in sorted(self.stack.resources.items()):
             if logical.endswith(("Queue", "Table", "Bucket", "Topic")):
                 _say(f"  {logical:<22} {physical.rsplit('/', 1)[-1].rsplit(':', 1)[-1]}")
@@ -188,14 +204,6 @@ class LocalSystem:
             if table:
                 return table
         return None
-
-    def _fill_gaps(self) -> None:
-        """What moto's CloudFormation leaves out and the local system needs."""
-        sender = self.options.sender
-        boto3.client("sesv2", endpoint_url=self.moto_url).create_email_identity(
-            EmailIdentity=sender
-        )
-        _say(f"  SES sender identity {sender} verified")
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
         process = subprocess.Popen(
