@@ -39,11 +39,6 @@ upload: setup ## Upload FILE=path.csv to the running local system and print its 
 	@test -n "$(FILE)" || (echo "usage: make upload FILE=path/to/file.csv" && exit 2)
 	$(BIN)/python -m offload.local upload "$(FILE)"
 
-# The built package under the Lambda runtime emulator, python3.13, no container (offload invoke).
-invoke: setup $(TOOLS)/sam/.installed ## Run a built function: make invoke FUNCTION=EmailWorker EVENT=events/sqs-email-worker.json
-	@test -n "$(FUNCTION)" -a -n "$(EVENT)" || (echo "usage: make invoke FUNCTION=ApiFunction EVENT=events/api-health.json" && exit 2)
-	UV=$(CURDIR)/$(UV) $(BIN)/offload invoke "$(FUNCTION)" -e "$(EVENT)" $(ARGS)
-
 test: setup ## Run every test: unit, integration, e2e, reliability
 	$(BIN)/pytest
 
@@ -69,6 +64,16 @@ $(TOOLS)/%/.installed: requirements/tools/%.lock | $(STAMP)
 	@touch $@
 
 tools: $(TOOL_STAMPS) ## Install the lint/security tools into .tools/
+
+# The built package under the Lambda runtime emulator, python3.13, no container (offload invoke).
+invoke: setup $(TOOLS)/sam/.installed ## Run a built function: make invoke FUNCTION=EmailWorker EVENT=events/sqs-email-worker.json
+	@test -n "$(FUNCTION)" -a -n "$(EVENT)" || (echo "usage: make invoke FUNCTION=ApiFunction EVENT=events/api-health.json" && exit 2)
+	UV=$(CURDIR)/$(UV) $(BIN)/offload invoke "$(FUNCTION)" -e "$(EVENT)" $(ARGS)
+
+# The built packages (sam build, cached until a source changes) under the Lambda runtime emulator.
+# `make test` runs them too when the tools are there, and skips them otherwise; here they must run.
+test-built: setup $(TOOLS)/sam/.installed ## Only tests/built: every built function with its events/
+	UV=$(CURDIR)/$(UV) OFFLOAD_REQUIRE_BUILT=1 $(BIN)/pytest tests/built
 
 lint: setup tools ## ruff, mypy, cfn-lint, sam validate, checkov, bandit, pip-audit
 	$(BIN)/ruff check src tests benchmarks
