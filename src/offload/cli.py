@@ -1,6 +1,7 @@
 """The `offload` command: the local system and the dead-letter queues.
 
     offload run [--template template.yaml]   the whole system on 127.0.0.1, no AWS account
+                [--built]                    ... on the built packages, under the Lambda emulator
     offload emails                           what the local system's SES has sent
     offload upload FILE                      upload a CSV/TSV file and print its summary
     offload invoke FUNCTION -e EVENT         a built function, as `sam local invoke`, no Docker
@@ -55,7 +56,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise
 
 
-def _local(argv: list[str]) -> int:
+def _invoke_parser(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    invoke = commands.add_parser(
+        "invoke",
+        help="run a function's built package (sam build) with one event, as `sam local "
+        "invoke` does but without a container",
+    )
+    invoke.add_argument("function", help="the function's logical id in the template")
+    invoke.add_argument(
+        "-e", "--event", type=Path, help="JSON event file (default: read from stdin)"
+    )
+    invoke.add_argument("--template", type=Path, default=Path("template.yaml"))
+    invoke.add_argument(
+        "--moto-port",
+        type=int,
+        default=int(os.getenv("OFFLOAD_MOTO_PORT", "4566")),
+        help="the running local system's embedded AWS, used when it answers there; else one "
+        "is started for the invoke (default: %(default)s)",
+    )
+    invoke.add_argument(
+        "--sender", default=os.getenv("OFFLOAD_SENDER_EMAIL", "noreply@example.com")
+    )
+    invoke.add_argument("-v", "--verbose", action="store_true", help="show the emulator's lines")
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="offload", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -101,6 +126,13 @@ def _local(argv: list[str]) -> int:
     )
     run.add_argument("-v", "--verbose", action="store_true", help="show every worker log line")
     run.add_argument(
+        "--built",
+        action="store_true",
+        help="run the built packages (sam build, rebuilt when a source changed) under the "
+        "Lambda runtime emulator with python3.13, as `offload invoke` does, instead of "
+        "importing the source",
+    )
+    run.add_argument(
         "--api-token",
         default=os.getenv("OFFLOAD_API_TOKEN"),
         help="require `Authorization: Bearer TOKEN` on every route but /health",
@@ -114,32 +146,21 @@ def _local(argv: list[str]) -> int:
     upload.add_argument(
         "--api", default=f"http://127.0.0.1:{os.getenv('OFFLOAD_API_PORT', '8000')}"
     )
-    invoke = commands.add_parser(
-        "invoke",
-        help="run a function's built package (sam build) with one event, as `sam local "
-        "invoke` does but without a container",
-    )
-    invoke.add_argument("function", help="the function's logical id in the template")
-    invoke.add_argument(
-        "-e", "--event", type=Path, help="JSON event file (default: read from stdin)"
-    )
-    invoke.add_argument("--template", type=Path, default=Path("template.yaml"))
-    invoke.add_argument(
-        "--moto-port",
-        type=int,
-        default=int(os.getenv("OFFLOAD_MOTO_PORT", "4566")),
-        help="the running local system's embedded AWS, used when it answers there; else one "
-        "is started for the invoke (default: %(default)s)",
-    )
-    invoke.add_argument(
-        "--sender", default=os.getenv("OFFLOAD_SENDER_EMAIL", "noreply@example.com")
-    )
-    invoke.add_argument("-v", "--verbose", action="store_true", help="show the emulator's lines")
+    _invoke_parser(commands)
     poll = commands.add_parser("poll")
     poll.add_argument("spec")
+    gateway = commands.add_parser("gateway")  # the HTTP API of `run --built`
+    gateway.add_argument("spec")
+    gateway.add_argument("--host", default="127.0.0.1")
+    gateway.add_argument("--port", type=int, default=8000)
     commands.add_parser(
         "dlq", help="list, redrive or purge the dead-letter queues (offload dlq --help)"
     )
+    return parser
+
+
+def _local(argv: list[str]) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "run" and args.api_token is not None and not args.api_token.strip():
         # Empty would otherwise mean "no token": an open API where one was asked for.
@@ -169,6 +190,15 @@ def _local(argv: list[str]) -> int:
             sender=args.sender,
             verbose=args.verbose,
         )
+    if args.command == "gateway":
+        import json
+
+        from offload.local.emulator import Runtime
+        from offload.local.gateway import serve
+
+        emulator = Runtime.from_spec(json.loads(args.spec), lambda line: print(line, flush=True))
+        serve(emulator, args.host, args.port)
+        return 0
     if args.command == "poll":
         from offload.local.poller import main as poll_main
 
@@ -186,6 +216,7 @@ def _local(argv: list[str]) -> int:
         verbose=args.verbose,
         environment={"OFFLOAD_API_TOKEN": args.api_token} if args.api_token else None,
         template=args.template.resolve(),
+        built=args.built,
     )
     if not options.template.is_file():
         parser.error(f"no SAM template at {options.template}: pass --template path/to/it")

@@ -11,43 +11,24 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import requests
 
-from offload.local.emulator import (
-    Emulator,
-    EmulatorError,
-    ensure_built,
-    find_python,
-    find_rie,
-    find_sam,
-    runtime_dir,
-)
-from offload.local.invoke import built_function
+from offload.local.emulator import Emulator, EmulatorError, Runtime, built_function
 from offload.local.runner import LOCAL_CREDENTIALS, provision_local
-from offload.local.stack import LocalStack, code_dirs
-from tests.support import ROOT, SENDER, TEMPLATE, free_port
-
-
-@dataclass
-class Built:
-    """The built packages and what runs them."""
-
-    build: Path
-    rie: Path
-    python: Path
-    runtime: Path
+from offload.local.stack import LocalStack
+from tests.support import SENDER, TEMPLATE, free_port
 
 
 @dataclass
 class Artifacts:
     """Warm emulated instances of the built functions, on one moto stack."""
 
-    built: Built
+    built: Runtime
     moto_url: str
     stack: LocalStack
     instances: dict[str, Emulator] = field(default_factory=dict)
@@ -57,40 +38,28 @@ class Artifacts:
         """A started instance of FUNCTION (of a package given instead of the build: a new one)."""
         if package is None and function in self.instances:
             return self.instances[function]
-        spec = built_function(
-            function, self.stack.functions[function], self.moto_url, self.built.build
-        )
+        local = {**LOCAL_CREDENTIALS, "AWS_ENDPOINT_URL": self.moto_url}
+        spec = built_function(function, self.stack.functions[function], self.built.build, local)
         if package is not None:
             spec.package = package
-        emulator = Emulator(
-            spec,
-            rie=self.built.rie,
-            python=self.built.python,
-            runtime=self.built.runtime,
-            output=self.output.append,
-        )
+        emulator = self.built.emulator(spec, self.output.append)
         if package is None:
             self.instances[function] = emulator
         return emulator
 
 
 @pytest.fixture(scope="session")
-def built() -> Built:
-    say: Callable[[str], None] = print
+def built() -> Runtime:
     try:
-        sam = find_sam(ROOT)
-        rie, python = find_rie(sam), find_python()
-        runtime = runtime_dir(python, say)
-        build = ensure_built(TEMPLATE, sorted(code_dirs(TEMPLATE)), sam, say)
+        return Runtime.prepare(TEMPLATE, print)
     except EmulatorError as error:
         if os.environ.get("OFFLOAD_REQUIRE_BUILT") == "1":
             raise
         pytest.skip(f"the built packages cannot run here ({error}); `make test-built` needs them")
-    return Built(build=build, rie=rie, python=python, runtime=runtime)
 
 
 @pytest.fixture(scope="session")
-def artifacts(built: Built) -> Iterator[Artifacts]:
+def artifacts(built: Runtime) -> Iterator[Artifacts]:
     """The template's stack in a moto server of its own process (the other tiers' mock_aws
     shares this process's moto backends), and the built functions' instances."""
     port = free_port()

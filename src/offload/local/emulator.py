@@ -16,6 +16,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -23,8 +24,8 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import contextmanager, suppress
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -256,6 +257,77 @@ class BuiltFunction:
     package: Path
 
 
+def built_function(
+    name: str, configuration: Any, build: Path, environment: dict[str, str]
+) -> BuiltFunction:
+    """A function as its configuration (Lambda's GetFunctionConfiguration) says, its package in
+    BUILD, its variables over ENVIRONMENT (the local credentials and endpoint)."""
+    variables = configuration.get("Environment", {}).get("Variables", {})
+    return BuiltFunction(
+        name=name,
+        handler=configuration["Handler"],
+        timeout=int(configuration.get("Timeout", 3)),
+        memory=int(configuration.get("MemorySize", 128)),
+        environment={**environment, **{str(k): str(v) for k, v in variables.items()}},
+        package=build / name,
+    )
+
+
+@dataclass
+class Runtime:
+    """What runs built functions on this machine (all of it found, installed and built)."""
+
+    rie: Path
+    python: Path
+    runtime: Path
+    build: Path
+
+    @classmethod
+    def prepare(cls, template: Path, say: Output) -> "Runtime":
+        from offload.local.stack import code_dirs
+
+        sam = find_sam(template.parent)
+        rie, python = find_rie(sam), find_python()
+        runtime = runtime_dir(python, say)
+        build = ensure_built(template, sorted(code_dirs(template)), sam, say)
+        return cls(rie=rie, python=python, runtime=runtime, build=build)
+
+    def emulator(
+        self, function: BuiltFunction, output: Output, verbose: bool = False
+    ) -> "Emulator":
+        return Emulator(
+            function,
+            rie=self.rie,
+            python=self.python,
+            runtime=self.runtime,
+            output=output,
+            verbose=verbose,
+        )
+
+    def spec(self, function: BuiltFunction) -> dict[str, Any]:
+        """One instance, as JSON for a child process (offload.local.poller, .gateway)."""
+        return {
+            "function": {**asdict(function), "package": str(function.package)},
+            "rie": str(self.rie),
+            "python": str(self.python),
+            "runtime": str(self.runtime),
+            "build": str(self.build),
+        }
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any], output: Output) -> "Emulator":
+        runtime = cls(
+            rie=Path(spec["rie"]),
+            python=Path(spec["python"]),
+            runtime=Path(spec["runtime"]),
+            build=Path(spec["build"]),
+        )
+        function = BuiltFunction(
+            **{**spec["function"], "package": Path(spec["function"]["package"])}
+        )
+        return runtime.emulator(function, output)
+
+
 @dataclass
 class Invocation:
     payload: bytes
@@ -383,10 +455,14 @@ class Emulator:
         return Invocation(response.content, error)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        """Stop the RIE and the runtime it started (its own process group)."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        with suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            with suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()

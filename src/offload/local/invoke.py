@@ -16,16 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from offload.local.emulator import (
-    BuiltFunction,
-    Emulator,
-    EmulatorError,
-    ensure_built,
-    find_python,
-    find_rie,
-    find_sam,
-    runtime_dir,
-)
+from offload.local.emulator import EmulatorError, Runtime, built_function
 from offload.local.runner import LOCAL_CREDENTIALS, provision_local, start_moto
 from offload.local.stack import code_dirs, provisioned_functions
 
@@ -70,25 +61,6 @@ def local_stack(
         moto.stop()
 
 
-def built_function(
-    name: str, configuration: "FunctionConfigurationResponseTypeDef", moto_url: str, build: Path
-) -> BuiltFunction:
-    """A function as the template configures it, its AWS the embedded one."""
-    variables = configuration.get("Environment", {}).get("Variables", {})
-    return BuiltFunction(
-        name=name,
-        handler=configuration["Handler"],
-        timeout=int(configuration.get("Timeout", 3)),
-        memory=int(configuration.get("MemorySize", 128)),
-        environment={
-            **LOCAL_CREDENTIALS,
-            "AWS_ENDPOINT_URL": moto_url,
-            **{str(k): str(v) for k, v in variables.items()},
-        },
-        package=build / name,
-    )
-
-
 def invoke(
     template: Path,
     function: str,
@@ -105,22 +77,14 @@ def invoke(
         _say(f"{template.name} has no function {function!r}; its functions: {', '.join(functions)}")
         return 2
     try:
-        sam = find_sam(template.parent)
-        rie, python = find_rie(sam), find_python()
-        runtime = runtime_dir(python, _say)
-        build = ensure_built(template, functions, sam, _say)
+        runtime = Runtime.prepare(template, _say)
     except EmulatorError as error:
         _say(str(error))
         return 2
     with local_stack(template, moto_port, sender) as (moto_url, configurations):
-        emulator = Emulator(
-            built_function(function, configurations[function], moto_url, build),
-            rie=rie,
-            python=python,
-            runtime=runtime,
-            output=_say,
-            verbose=verbose,
-        )
+        local = {**LOCAL_CREDENTIALS, "AWS_ENDPOINT_URL": moto_url}
+        spec = built_function(function, configurations[function], runtime.build, local)
+        emulator = runtime.emulator(spec, _say, verbose)
         try:
             result = emulator.invoke(event)
         finally:

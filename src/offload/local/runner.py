@@ -25,6 +25,7 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from offload.local.emulator import EmulatorError, Runtime, built_function
 from offload.local.moto_dynamodb import serialize_dynamodb_requests
 from offload.local.poller import spec_argument
 from offload.local.stack import LocalStack, provision
@@ -39,6 +40,10 @@ LOCAL_CREDENTIALS = {
 }
 
 
+# The emulator's line per invocation (--built): shown with --verbose.
+INVOCATION_LINES = ("START RequestId:", "END RequestId:", "REPORT RequestId:")
+
+
 @dataclass
 class Options:
     host: str = "127.0.0.1"
@@ -49,6 +54,7 @@ class Options:
     template: Path = field(default_factory=lambda: Path.cwd() / "template.yaml")
     verbose: bool = False
     environment: dict[str, str] | None = None
+    built: bool = False  # run the built packages under the Lambda runtime emulator
 
 
 def _say(message: str) -> None:
@@ -128,6 +134,7 @@ class LocalSystem:
         self.stack: LocalStack | None = None
         self.children: dict[str, subprocess.Popen[str]] = {}
         self.stopping = threading.Event()
+        self.runtime: Runtime | None = None
 
     # ------------------------------------------------------------------ start
     def function_environment(self, function: str) -> dict[str, str]:
@@ -144,6 +151,14 @@ class LocalSystem:
         env.update(self.stack.environment(function))
         env.update(self.options.environment or {})
         return env
+
+    def built_spec(self, function: str) -> dict[str, Any]:
+        """One instance of the function's built package, for a child process to start."""
+        assert self.stack is not None and self.runtime is not None
+        local = {**LOCAL_CREDENTIALS, "AWS_ENDPOINT_URL": self.moto_url}
+        spec = built_function(function, self.stack.functions[function], self.runtime.build, local)
+        spec.environment.update(self.options.environment or {})
+        return self.runtime.spec(spec)
 
     def check_ports(self) -> None:
         for port, flag in (
@@ -167,6 +182,17 @@ class LocalSystem:
         werkzeug_log.setLevel(logging.ERROR)
         werkzeug_log.addFilter(_MotoNotImplemented())
         os.environ.update({**LOCAL_CREDENTIALS, "AWS_ENDPOINT_URL": self.moto_url})
+        if self.options.built:
+            try:
+                self.runtime = Runtime.prepare(self.options.template, _say)
+            except EmulatorError as error:
+                raise SystemExit(str(error)) from None
+            _say(
+                f"mode: built — the packages in {self.runtime.build} under the Lambda runtime "
+                f"emulator, with {self.runtime.python}"
+            )
+        else:
+            _say("mode: source — handlers imported from their CodeUri with this environment")
         _say(f"starting the embedded AWS (moto) on {self.moto_url}")
         try:
             self.moto = start_moto(self.options.host, self.options.moto_port)
@@ -228,6 +254,17 @@ class LocalSystem:
             return
         function = self.stack.api_function
         env = self.function_environment(function)
+        if self.runtime is not None:
+            _say(f"  {function}: serves the HTTP API as API Gateway does, invoking its package")
+            self._spawn(
+                "api",
+                [
+                    "-m", "offload.local", "gateway", json.dumps(self.built_spec(function)),
+                    "--host", self.options.host, "--port", str(self.options.api_port),
+                ],
+                env,
+            )  # fmt: skip
+            return
         # The FastAPI app is `app` in the module of the handler that Mangum wraps.
         module = self.stack.functions[function]["Handler"].rpartition(".")[0]
         _say(f"  {function}: serves the HTTP API with uvicorn ({module}:app)")
@@ -252,10 +289,11 @@ class LocalSystem:
                 f"instances, handler {source.handler})"
             )
             env = self.function_environment(source.function)
+            built = self.built_spec(source.function) if self.runtime is not None else None
             for index in range(instances):
                 self._spawn(
                     f"{source.function}#{index}",
-                    ["-m", "offload.local", "poll", spec_argument(source)],
+                    ["-m", "offload.local", "poll", spec_argument(source, built)],
                     env,
                 )
 
@@ -268,7 +306,8 @@ class LocalSystem:
             try:
                 record: dict[str, Any] = json.loads(text)
             except ValueError:
-                print(f"{'':10}[{name}] {text}", flush=True)
+                if self.options.verbose or not text.startswith(INVOCATION_LINES):
+                    print(f"{'':10}[{name}] {text}", flush=True)
                 continue
             level = str(record.get("level", "INFO"))
             if level in {"INFO", "DEBUG"} and not self.options.verbose:
@@ -370,8 +409,14 @@ def banner(system: LocalSystem, options: Options) -> str:
     if ("POST", "/uploads", True) in found:
         calls.append("offload upload data.csv    # an upload, end to end (here: make upload)")
     listed = "".join(f"\n    {call}" for call in calls)
+    mode = (
+        f"built packages ({system.runtime.build.name}) under the Lambda runtime emulator"
+        if system.runtime is not None
+        else "source (handlers imported from their CodeUri)"
+    )
     return f"""
   Offload is running locally.
+    Mode         {mode}
     API          {api}   (docs: {api}/docs)
     Embedded AWS {system.moto_url}   (AWS_ENDPOINT_URL, or the aws cli's --endpoint-url){auth_line}
 
