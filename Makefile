@@ -23,7 +23,8 @@ $(STAMP): requirements/dev.lock pyproject.toml
 
 setup: $(STAMP) ## Create .venv with the locked dependencies
 
-run: setup ## Run the whole system locally: moto, the API on :8000, and the workers
+# ARGS=--built runs the built packages under the Lambda runtime emulator: it needs the SAM CLI.
+run: setup $(if $(findstring --built,$(ARGS)),.tools/sam/.installed) ## Run the whole system locally: moto, the API on :8000, and the workers
 	$(BIN)/python -m offload.local run $(ARGS)
 
 # The local system by default; for AWS: make dlq ARGS="list --stack offload-prod" DLQ_ENDPOINT=
