@@ -212,6 +212,24 @@ def sources_digest(template: Path, code_dirs: list[Path]) -> str:
 STAMP = ".offload-sources"
 
 
+def sam_build(sam: Path, template: Path, directory: Path, *functions: str) -> None:
+    """`sam build` of the template's functions (or only FUNCTIONS) into DIRECTORY, with the
+    wheels for this machine's architecture."""
+    env = dict(os.environ)
+    env["LAMBDA_PLATFORM"] = _platform_tag(host_architecture())  # src/Makefile's wheel platform
+    env.setdefault("SAM_CLI_TELEMETRY", "0")
+    uv = _uv()
+    if uv:
+        env.setdefault("UV", uv)
+    command = [str(sam), "build", *functions, "--template", str(template)]
+    command += ["--build-dir", str(directory)]
+    result = subprocess.run(
+        command, cwd=template.parent, env=env, capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise EmulatorError(f"sam build failed:\n{result.stdout}\n{result.stderr}")
+
+
 def ensure_built(template: Path, functions: list[str], sam: Path, say: Output) -> Path:
     """The built packages, from `sam build`: rebuilt when missing or when a source changed."""
     from offload.local.stack import code_dirs
@@ -224,21 +242,10 @@ def ensure_built(template: Path, functions: list[str], sam: Path, say: Output) -
         if stamp.is_file() and stamp.read_text() == digest and built:
             return directory
         reason = "sources changed" if stamp.is_file() else "no build yet"
-        host = host_architecture()
-        say(f"sam build ({reason}) into {directory.relative_to(template.parent)} for {host}")
-        env = dict(os.environ)
-        env["LAMBDA_PLATFORM"] = _platform_tag(host)  # src/Makefile's wheel platform
-        env.setdefault("SAM_CLI_TELEMETRY", "0")
-        uv = _uv()
-        if uv:
-            env.setdefault("UV", uv)
+        where = directory.relative_to(template.parent)
+        say(f"sam build ({reason}) into {where} for {host_architecture()}")
         started = time.monotonic()
-        command = [str(sam), "build", "--template", str(template), "--build-dir", str(directory)]
-        result = subprocess.run(
-            command, cwd=template.parent, env=env, capture_output=True, text=True, check=False
-        )
-        if result.returncode != 0:
-            raise EmulatorError(f"sam build failed:\n{result.stdout}\n{result.stderr}")
+        sam_build(sam, template, directory)
         stamp.write_text(digest)
         say(f"built in {time.monotonic() - started:.1f} s")
     return directory
