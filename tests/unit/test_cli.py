@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from offload.cli import main
+from tests.support import ROOT
 
 
 def test_help_lists_the_commands_but_not_the_internal_one(
@@ -40,3 +41,17 @@ def test_run_without_a_template_says_where_it_looked(
 
     assert stopped.value.code == 2
     assert f"no SAM template at {tmp_path / 'template.yaml'}" in capsys.readouterr().err
+
+
+def test_invoke_of_a_function_the_template_lacks_lists_its_functions(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given the repository's template, when a function it does not define is invoked
+    monkeypatch.chdir(ROOT)
+    code = main(["invoke", "NoSuchFunction", "-e", "events/api-health.json"])
+
+    # Then nothing is built or started, and the template's functions are named
+    assert code == 2
+    error = capsys.readouterr().err
+    assert "no function 'NoSuchFunction'" in error
+    assert "ApiFunction, EmailWorker, TaskWorker, UploadWorker" in error
