@@ -443,11 +443,10 @@ class Emulator:
         url = f"http://127.0.0.1:{self.port}{INVOKE_PATH}"
         deadline = time.monotonic() + 10
         before = self.reports
+        wait = timeout or self.function.timeout + 30  # the function's own timeout comes first
         while True:
             try:
-                response = requests.post(
-                    url, data=event, timeout=timeout or self.function.timeout + 30
-                )
+                response = requests.post(url, data=event, timeout=wait)
                 break
             except requests.ConnectionError:  # the RIE is still starting
                 if self.process.poll() is not None or time.monotonic() > deadline:
