@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from offload.local.emulator import Emulator, EmulatorError, Runtime, built_function
+from offload.local.build import EmulatorError
+from offload.local.emulator import Emulator, Runtime, built_function
 from offload.local.runner import LOCAL_CREDENTIALS, provision_local
 from offload.local.stack import LocalStack
 from tests.support import SENDER, TEMPLATE, free_port

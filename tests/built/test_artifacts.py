@@ -16,7 +16,7 @@ from urllib.parse import unquote_plus
 import boto3
 import pytest
 
-from offload.local.emulator import find_sam, sam_build
+from offload.local.build import find_sam, sam_build
 from offload.local.lambda_runtime import sqs_event
 from tests.built.conftest import Artifacts
 from tests.support import EVENTS, ROOT, TEMPLATE

@@ -16,7 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from offload.local.emulator import EmulatorError, Runtime, built_function
+from offload.local.build import EmulatorError
+from offload.local.emulator import Runtime, built_function
 from offload.local.runner import LOCAL_CREDENTIALS, provision_local, start_moto
 from offload.local.stack import code_dirs, provisioned_functions
 

@@ -25,7 +25,8 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from offload.local.emulator import EmulatorError, Runtime, built_function
+from offload.local.build import EmulatorError
+from offload.local.emulator import Runtime, built_function
 from offload.local.moto_dynamodb import serialize_dynamodb_requests
 from offload.local.poller import spec_argument
 from offload.local.stack import LocalStack, provision
