@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements/dev.lock pyproject.toml | s
 export POWERTOOLS_TRACE_DISABLED ?= true
 export POWERTOOLS_DEV ?= false
 
-.PHONY: help setup run test unit integration e2e lint tools bench emails upload dlq lock build deploy clean
+.PHONY: help setup run test test-built unit integration e2e lint tools bench emails upload invoke dlq lock build deploy clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -23,7 +23,8 @@ $(STAMP): requirements/dev.lock pyproject.toml
 
 setup: $(STAMP) ## Create .venv with the locked dependencies
 
-run: setup ## Run the whole system locally: moto, the API on :8000, and the workers
+# ARGS=--built runs the built packages under the Lambda runtime emulator: it needs the SAM CLI.
+run: setup $(if $(findstring --built,$(ARGS)),.tools/sam/.installed) ## Run the whole system locally: moto, the API on :8000, and the workers
 	$(BIN)/python -m offload.local run $(ARGS)
 
 # The local system by default; for AWS: make dlq ARGS="list --stack offload-prod" DLQ_ENDPOINT=
@@ -64,6 +65,16 @@ $(TOOLS)/%/.installed: requirements/tools/%.lock | $(STAMP)
 	@touch $@
 
 tools: $(TOOL_STAMPS) ## Install the lint/security tools into .tools/
+
+# The built package under the Lambda runtime emulator, python3.13, no container (offload invoke).
+invoke: setup $(TOOLS)/sam/.installed ## Run a built function: make invoke FUNCTION=EmailWorker EVENT=events/sqs-email-worker.json
+	@test -n "$(FUNCTION)" -a -n "$(EVENT)" || (echo "usage: make invoke FUNCTION=ApiFunction EVENT=events/api-health.json" && exit 2)
+	UV=$(CURDIR)/$(UV) $(BIN)/offload invoke "$(FUNCTION)" -e "$(EVENT)" $(ARGS)
+
+# The built packages (sam build, cached until a source changes) under the Lambda runtime emulator.
+# `make test` runs them too when the tools are there, and skips them otherwise; here they must run.
+test-built: setup $(TOOLS)/sam/.installed ## Only tests/built: every built function with its events/
+	UV=$(CURDIR)/$(UV) OFFLOAD_REQUIRE_BUILT=1 $(BIN)/pytest tests/built
 
 lint: setup tools ## ruff, mypy, cfn-lint, sam validate, checkov, bandit, pip-audit
 	$(BIN)/ruff check src tests benchmarks

@@ -1,8 +1,10 @@
 """The `offload` command: the local system and the dead-letter queues.
 
     offload run [--template template.yaml]   the whole system on 127.0.0.1, no AWS account
+                [--built]                    ... on the built packages, under the Lambda emulator
     offload emails                           what the local system's SES has sent
     offload upload FILE                      upload a CSV/TSV file and print its summary
+    offload invoke FUNCTION -e EVENT         a built function, as `sam local invoke`, no Docker
     offload dlq list|redrive|purge ...       the dead-letter queues (see `offload dlq --help`)
 
 `python -m offload.local` is the same command, `python -m offload.dlq` the same as `offload dlq`.
@@ -54,13 +56,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise
 
 
-def _local(argv: list[str]) -> int:
+def _invoke_parser(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    invoke = commands.add_parser(
+        "invoke",
+        help="run a function's built package (sam build) with one event, as `sam local "
+        "invoke` does but without a container",
+    )
+    invoke.add_argument("function", help="the function's logical id in the template")
+    invoke.add_argument(
+        "-e", "--event", type=Path, help="JSON event file (default: read from stdin)"
+    )
+    invoke.add_argument("--template", type=Path, default=Path("template.yaml"))
+    invoke.add_argument(
+        "--moto-port",
+        type=int,
+        default=int(os.getenv("OFFLOAD_MOTO_PORT", "4566")),
+        help="the running local system's embedded AWS, used when it answers there; else one "
+        "is started for the invoke (default: %(default)s)",
+    )
+    invoke.add_argument(
+        "--sender", default=os.getenv("OFFLOAD_SENDER_EMAIL", "noreply@example.com")
+    )
+    invoke.add_argument("-v", "--verbose", action="store_true", help="show the emulator's lines")
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="offload", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     # `poll` is internal (the runner starts one per worker instance): left out of the help.
     commands = parser.add_subparsers(
-        dest="command", required=True, metavar="{run,emails,upload,dlq}"
+        dest="command", required=True, metavar="{run,emails,upload,invoke,dlq}"
     )
     run = commands.add_parser("run", help="start moto, the API and the workers")
     run.add_argument(
@@ -100,6 +126,13 @@ def _local(argv: list[str]) -> int:
     )
     run.add_argument("-v", "--verbose", action="store_true", help="show every worker log line")
     run.add_argument(
+        "--built",
+        action="store_true",
+        help="run the built packages (sam build, rebuilt when a source changed) under the "
+        "Lambda runtime emulator with python3.13, as `offload invoke` does, instead of "
+        "importing the source",
+    )
+    run.add_argument(
         "--api-token",
         default=os.getenv("OFFLOAD_API_TOKEN"),
         help="require `Authorization: Bearer TOKEN` on every route but /health",
@@ -113,11 +146,21 @@ def _local(argv: list[str]) -> int:
     upload.add_argument(
         "--api", default=f"http://127.0.0.1:{os.getenv('OFFLOAD_API_PORT', '8000')}"
     )
+    _invoke_parser(commands)
     poll = commands.add_parser("poll")
     poll.add_argument("spec")
+    gateway = commands.add_parser("gateway")  # the HTTP API of `run --built`
+    gateway.add_argument("spec")
+    gateway.add_argument("--host", default="127.0.0.1")
+    gateway.add_argument("--port", type=int, default=8000)
     commands.add_parser(
         "dlq", help="list, redrive or purge the dead-letter queues (offload dlq --help)"
     )
+    return parser
+
+
+def _local(argv: list[str]) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "run" and args.api_token is not None and not args.api_token.strip():
         # Empty would otherwise mean "no token": an open API where one was asked for.
@@ -132,6 +175,30 @@ def _local(argv: list[str]) -> int:
         from offload.local.upload import main as upload_main
 
         return upload_main(args.file, args.api)
+    if args.command == "invoke":
+        from offload.local.invoke import invoke as invoke_function
+
+        template = args.template.resolve()
+        if not template.is_file():
+            parser.error(f"no SAM template at {template}: pass --template path/to/it")
+        event = args.event.read_bytes() if args.event else sys.stdin.buffer.read()
+        return invoke_function(
+            template,
+            args.function,
+            event,
+            moto_port=args.moto_port,
+            sender=args.sender,
+            verbose=args.verbose,
+        )
+    if args.command == "gateway":
+        import json
+
+        from offload.local.emulator import Runtime
+        from offload.local.gateway import serve
+
+        emulator = Runtime.from_spec(json.loads(args.spec), lambda line: print(line, flush=True))
+        serve(emulator, args.host, args.port)
+        return 0
     if args.command == "poll":
         from offload.local.poller import main as poll_main
 
@@ -149,6 +216,7 @@ def _local(argv: list[str]) -> int:
         verbose=args.verbose,
         environment={"OFFLOAD_API_TOKEN": args.api_token} if args.api_token else None,
         template=args.template.resolve(),
+        built=args.built,
     )
     if not options.template.is_file():
         parser.error(f"no SAM template at {options.template}: pass --template path/to/it")

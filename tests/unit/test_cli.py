@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from offload.cli import main
+from tests.support import ROOT
 
 
 def test_help_lists_the_commands_but_not_the_internal_one(
@@ -16,7 +17,7 @@ def test_help_lists_the_commands_but_not_the_internal_one(
 
     assert stopped.value.code == 0
     usage = capsys.readouterr().out
-    assert "{run,emails,upload,dlq}" in usage
+    assert "{run,emails,upload,invoke,dlq}" in usage
     assert "poll" not in usage
 
 
@@ -61,3 +62,17 @@ def test_dlq_local_says_what_to_do_when_nothing_answers(
     said = capsys.readouterr().err
     assert f"nothing answers at http://127.0.0.1:{port}" in said
     assert "offload run" in said and "OFFLOAD_MOTO_PORT" in said
+
+
+def test_invoke_of_a_function_the_template_lacks_lists_its_functions(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given the repository's template, when a function it does not define is invoked
+    monkeypatch.chdir(ROOT)
+    code = main(["invoke", "NoSuchFunction", "-e", "events/api-health.json"])
+
+    # Then nothing is built or started, and the template's functions are named
+    assert code == 2
+    error = capsys.readouterr().err
+    assert "no function 'NoSuchFunction'" in error
+    assert "ApiFunction, EmailWorker, TaskWorker, UploadWorker" in error

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 
-from offload.local.lambda_runtime import LambdaContext, load_handler, sqs_event
+from offload.local.emulator import Emulator, Runtime
+from offload.local.lambda_runtime import Handler, LambdaContext, load_handler, sqs_event
 from offload.local.stack import EventSource
 
 if TYPE_CHECKING:
@@ -46,10 +47,15 @@ def failed_message_ids(response: Any, message_ids: list[str], report_failures: b
 
 
 class Poller:
-    def __init__(self, source: EventSource, client: "SQSClient | None" = None) -> None:
+    def __init__(
+        self,
+        source: EventSource,
+        client: "SQSClient | None" = None,
+        handler: Handler | None = None,
+    ) -> None:
         self.source = source
         self.sqs = client or boto3.client("sqs")
-        self.handler = load_handler(source.handler)
+        self.handler = handler or load_handler(source.handler)
         self.stopping = threading.Event()
 
     def poll_once(self, wait_seconds: int = WAIT_SECONDS) -> BatchOutcome:
@@ -95,16 +101,45 @@ class Poller:
                 self.stopping.wait(1)
 
 
-def spec_argument(source: EventSource) -> str:
-    return json.dumps(asdict(source))
+class FunctionError(Exception):
+    """The built function raised: Lambda leaves the whole batch on the queue."""
+
+
+def emulated(emulator: Emulator) -> Handler:
+    """A handler that invokes a built function's instance under the emulator."""
+
+    def handler(event: dict[str, Any], context: Any) -> Any:
+        result = emulator.invoke(json.dumps(event).encode())
+        if result.error:
+            raise FunctionError(result.payload.decode(errors="replace"))
+        return result.json()
+
+    return handler
+
+
+def spec_argument(source: EventSource, built: dict[str, Any] | None = None) -> str:
+    """The poller's argument: the event source, and the built function's instance to invoke
+    (offload.local.emulator.Runtime.spec) instead of importing the handler."""
+    return json.dumps({**asdict(source), "built": built})
 
 
 def main(spec: str) -> None:
     """Entry point of one poller process: `python -m offload.local poll '<event source json>'`."""
-    source = EventSource(**json.loads(spec))
-    os.environ.update(source.environment)
+    fields = json.loads(spec)
+    built = fields.pop("built", None)
+    source = EventSource(**fields)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(message)s")
-    poller = Poller(source)
+    if built is None:
+        os.environ.update(source.environment)
+        poller = Poller(source)
+    else:
+        emulator = Runtime.from_spec(built, lambda line: print(line, flush=True))
+        emulator.start()
+        poller = Poller(source, handler=emulated(emulator))
     signal.signal(signal.SIGTERM, lambda *_: poller.stopping.set())
     signal.signal(signal.SIGINT, lambda *_: poller.stopping.set())
-    poller.run()
+    try:
+        poller.run()
+    finally:
+        if built is not None:
+            emulator.stop()

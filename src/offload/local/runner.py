@@ -25,6 +25,8 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from offload.local.build import EmulatorError
+from offload.local.emulator import Runtime, built_function
 from offload.local.moto_dynamodb import serialize_dynamodb_requests
 from offload.local.poller import spec_argument
 from offload.local.stack import LocalStack, provision
@@ -39,6 +41,10 @@ LOCAL_CREDENTIALS = {
 }
 
 
+# The emulator's line per invocation (--built): shown with --verbose.
+INVOCATION_LINES = ("START RequestId:", "END RequestId:", "REPORT RequestId:")
+
+
 @dataclass
 class Options:
     host: str = "127.0.0.1"
@@ -49,6 +55,7 @@ class Options:
     template: Path = field(default_factory=lambda: Path.cwd() / "template.yaml")
     verbose: bool = False
     environment: dict[str, str] | None = None
+    built: bool = False  # run the built packages under the Lambda runtime emulator
 
 
 def _say(message: str) -> None:
@@ -95,6 +102,30 @@ class MotoServer:
         self.thread.join(timeout=5)
 
 
+def start_moto(host: str, port: int) -> MotoServer:
+    """moto's server, started, with its Lambda set to never look for Docker (port 0: a free one,
+    then in moto.server.server_port)."""
+    moto = MotoServer(host, port)
+    moto.start()
+    requests.post(
+        f"http://{host}:{moto.server.server_port}/moto-api/config",
+        json={"lambda": {"use_docker": False}},
+        timeout=5,
+    ).raise_for_status()
+    return moto
+
+
+def provision_local(moto_url: str, template: Path, sender: str) -> LocalStack:
+    """The template's stack in moto, and what moto's CloudFormation leaves out that the local
+    system needs: the SES sender identity."""
+    stack = provision(moto_url, template, {"Stage": "dev", "SenderEmail": sender})
+    # The runner plays Lambda; moto's dashboard (/moto-api/data.json, used by `make emails`)
+    # fails on Lambda models without Docker, so they are left out of it.
+    model_data.pop("awslambda", None)
+    boto3.client("sesv2", endpoint_url=moto_url).create_email_identity(EmailIdentity=sender)
+    return stack
+
+
 class LocalSystem:
     def __init__(self, options: Options) -> None:
         self.options = options
@@ -104,6 +135,7 @@ class LocalSystem:
         self.stack: LocalStack | None = None
         self.children: dict[str, subprocess.Popen[str]] = {}
         self.stopping = threading.Event()
+        self.runtime: Runtime | None = None
 
     # ------------------------------------------------------------------ start
     def function_environment(self, function: str) -> dict[str, str]:
@@ -120,6 +152,14 @@ class LocalSystem:
         env.update(self.stack.environment(function))
         env.update(self.options.environment or {})
         return env
+
+    def built_spec(self, function: str) -> dict[str, Any]:
+        """One instance of the function's built package, for a child process to start."""
+        assert self.stack is not None and self.runtime is not None
+        local = {**LOCAL_CREDENTIALS, "AWS_ENDPOINT_URL": self.moto_url}
+        spec = built_function(function, self.stack.functions[function], self.runtime.build, local)
+        spec.environment.update(self.options.environment or {})
+        return self.runtime.spec(spec)
 
     def check_ports(self) -> None:
         for port, flag in (
@@ -143,25 +183,28 @@ class LocalSystem:
         werkzeug_log.setLevel(logging.ERROR)
         werkzeug_log.addFilter(_MotoNotImplemented())
         os.environ.update({**LOCAL_CREDENTIALS, "AWS_ENDPOINT_URL": self.moto_url})
+        if self.options.built:
+            try:
+                self.runtime = Runtime.prepare(self.options.template, _say)
+            except EmulatorError as error:
+                raise SystemExit(str(error)) from None
+            _say(
+                f"mode: built — the packages in {self.runtime.build} under the Lambda runtime "
+                f"emulator, with {self.runtime.python}"
+            )
+        else:
+            _say("mode: source — handlers imported from their CodeUri with this environment")
         _say(f"starting the embedded AWS (moto) on {self.moto_url}")
         try:
-            self.moto = MotoServer(self.options.host, self.options.moto_port)
+            self.moto = start_moto(self.options.host, self.options.moto_port)
         except OSError as error:  # taken since the check above
             raise SystemExit(
                 f"the embedded AWS cannot listen on {self.moto_url}: {error}. "
                 f'Pick another port: make run ARGS="--moto-port <port>"'
             ) from None
-        self.moto.start()
-        requests.post(
-            f"{self.moto_url}/moto-api/config", json={"lambda": {"use_docker": False}}, timeout=5
-        ).raise_for_status()
         _say(f"provisioning from {self.options.template.name} (SAM → CloudFormation → moto)")
-        parameters = {"Stage": "dev", "SenderEmail": self.options.sender}
-        self.stack = provision(self.moto_url, self.options.template, parameters)
-        # The runner plays Lambda; moto's dashboard (/moto-api/data.json, used by `make emails`)
-        # fails on Lambda models without Docker, so they are left out of it.
-        model_data.pop("awslambda", None)
-        self._fill_gaps()
+        self.stack = provision_local(self.moto_url, self.options.template, self.options.sender)
+        _say(f"  SES sender identity {self.options.sender} verified")
         for logical, physical in sorted(self.stack.resources.items()):
             if logical.endswith(("Queue", "Table", "Bucket", "Topic")):
                 _say(f"  {logical:<22} {physical.rsplit('/', 1)[-1].rsplit(':', 1)[-1]}")
@@ -189,14 +232,6 @@ class LocalSystem:
                 return table
         return None
 
-    def _fill_gaps(self) -> None:
-        """What moto's CloudFormation leaves out and the local system needs."""
-        sender = self.options.sender
-        boto3.client("sesv2", endpoint_url=self.moto_url).create_email_identity(
-            EmailIdentity=sender
-        )
-        _say(f"  SES sender identity {sender} verified")
-
     def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
         process = subprocess.Popen(
             [sys.executable, *args],
@@ -220,6 +255,17 @@ class LocalSystem:
             return
         function = self.stack.api_function
         env = self.function_environment(function)
+        if self.runtime is not None:
+            _say(f"  {function}: serves the HTTP API as API Gateway does, invoking its package")
+            self._spawn(
+                "api",
+                [
+                    "-m", "offload.local", "gateway", json.dumps(self.built_spec(function)),
+                    "--host", self.options.host, "--port", str(self.options.api_port),
+                ],
+                env,
+            )  # fmt: skip
+            return
         # The FastAPI app is `app` in the module of the handler that Mangum wraps.
         module = self.stack.functions[function]["Handler"].rpartition(".")[0]
         _say(f"  {function}: serves the HTTP API with uvicorn ({module}:app)")
@@ -244,10 +290,11 @@ class LocalSystem:
                 f"instances, handler {source.handler})"
             )
             env = self.function_environment(source.function)
+            built = self.built_spec(source.function) if self.runtime is not None else None
             for index in range(instances):
                 self._spawn(
                     f"{source.function}#{index}",
-                    ["-m", "offload.local", "poll", spec_argument(source)],
+                    ["-m", "offload.local", "poll", spec_argument(source, built)],
                     env,
                 )
 
@@ -260,7 +307,8 @@ class LocalSystem:
             try:
                 record: dict[str, Any] = json.loads(text)
             except ValueError:
-                print(f"{'':10}[{name}] {text}", flush=True)
+                if self.options.verbose or not text.startswith(INVOCATION_LINES):
+                    print(f"{'':10}[{name}] {text}", flush=True)
                 continue
             level = str(record.get("level", "INFO"))
             if level in {"INFO", "DEBUG"} and not self.options.verbose:
@@ -362,8 +410,14 @@ def banner(system: LocalSystem, options: Options) -> str:
     if ("POST", "/uploads", True) in found:
         calls.append("offload upload data.csv    # an upload, end to end (here: make upload)")
     listed = "".join(f"\n    {call}" for call in calls)
+    mode = (
+        f"built packages ({system.runtime.build.name}) under the Lambda runtime emulator"
+        if system.runtime is not None
+        else "source (handlers imported from their CodeUri)"
+    )
     return f"""
   Offload is running locally.
+    Mode         {mode}
     API          {api}   (docs: {api}/docs)
     Embedded AWS {system.moto_url}   (AWS_ENDPOINT_URL, or the aws cli's --endpoint-url){auth_line}
 

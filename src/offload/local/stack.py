@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import boto3
+from botocore.exceptions import BotoCoreError, ClientError
 from samtranslator.translator.transform import transform
 from samtranslator.yaml_helper import yaml_parse
 
@@ -18,6 +19,9 @@ if TYPE_CHECKING:
 STACK_NAME = "offload-local"
 ARTIFACT_BUCKET = "offload-local-artifacts"
 ARTIFACT_KEY = "code.zip"
+# The functions' configurations, kept beside the artifact for `offload invoke` (moto's Lambda
+# functions are deleted once read: see provision).
+FUNCTIONS_KEY = "functions.json"
 
 # Resource types that moto's CloudFormation does not support (it would warn about each one):
 # they are left out, and the runner stands in for the API and the triggers.
@@ -296,8 +300,25 @@ def provision(endpoint: str, template_path: Path, parameters: dict[str, str]) ->
                 in mapping.get("FunctionResponseTypes", []),
             )
         )
+    s3.put_object(
+        Bucket=ARTIFACT_BUCKET, Key=FUNCTIONS_KEY, Body=json.dumps(functions, default=str)
+    )
     # moto cannot run these functions without Docker, and its /moto-api/data.json fails while it
     # holds any; the runner has read their configuration and plays Lambda itself.
     for config in functions.values():
         lambda_.delete_function(FunctionName=config["FunctionName"])
     return stack_info
+
+
+def provisioned_functions(
+    endpoint: str,
+) -> "dict[str, FunctionConfigurationResponseTypeDef] | None":
+    """The functions' configurations (logical id → configuration, environment resolved) of the
+    stack that a running embedded AWS holds; None when nothing there was provisioned."""
+    s3 = boto3.session.Session().client("s3", endpoint_url=endpoint)
+    try:
+        body = s3.get_object(Bucket=ARTIFACT_BUCKET, Key=FUNCTIONS_KEY)["Body"].read()
+    except (BotoCoreError, ClientError):
+        return None
+    functions: dict[str, FunctionConfigurationResponseTypeDef] = json.loads(body)
+    return functions
