@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     idempotency_ttl_seconds: int = Field(default=86_400, ge=60)
     # Claim check: a task message larger than this (the queues' MaximumMessageSize) is stored
     # in the payload bucket and the SQS message carries a pointer.
-    max_message_bytes: int = Field(default=262_144, ge=1_024, le=1_048_576)
+    max_message_bytes: int = Field(default=1_048_576, ge=1_024, le=1_048_576)
     payload_bucket: str = ""
     # Modules or packages the workers may import task functions from, comma separated; each is
     # imported before the first task, so that its @task functions are registered (registry.py).
