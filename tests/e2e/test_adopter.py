@@ -118,6 +118,10 @@ def test_an_app_of_its_own_runs_its_task_on_the_local_system(tmp_path: Path) -> 
         task = wait_until_final(system, task_id)
         assert task["state"] == "succeeded", f"{task}\n{system.output()}"
         assert task["result"] == {"logged": "Notification sent to alice@example.com"}
+        # And the banner speaks of this app: its routes, the `offload` tools, no make targets
+        banner = system.output()
+        assert "/send-notification/{email}" in banner and "offload emails" in banner
+        assert "here: make" not in banner
         worker_lines = [line for line in system.output().splitlines() if "[TaskWorker#0]" in line]
         assert any("task succeeded" in line and task_id in line for line in worker_lines), (
             system.output()

@@ -163,3 +163,12 @@ def test_unknown_task_is_404(local_system: LocalSystem) -> None:
     )
 
     assert response.status_code == 404
+
+
+def test_the_banner_shows_this_apps_routes_and_the_make_targets(local_system: LocalSystem) -> None:
+    # The runner runs on free ports here: the banner says how to point the tools at them
+    banner = local_system.output()
+    assert "Offload is running locally." in banner
+    assert "/emails" in banner and "/send-notification/{email}" in banner
+    assert "offload emails    # what the embedded SES has sent (here: make emails)" in banner
+    assert "export OFFLOAD_API_PORT=" in banner and "OFFLOAD_MOTO_PORT=" in banner

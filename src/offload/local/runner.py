@@ -45,11 +45,15 @@ LOCAL_CREDENTIALS = {
 INVOCATION_LINES = ("START RequestId:", "END RequestId:", "REPORT RequestId:")
 
 
+DEFAULT_API_PORT = 8000
+DEFAULT_MOTO_PORT = 4566
+
+
 @dataclass
 class Options:
     host: str = "127.0.0.1"
-    api_port: int = 8000
-    moto_port: int = 4566
+    api_port: int = DEFAULT_API_PORT
+    moto_port: int = DEFAULT_MOTO_PORT
     sender: str = "noreply@example.com"
     instances: int = 2
     template: Path = field(default_factory=lambda: Path.cwd() / "template.yaml")
@@ -406,9 +410,23 @@ def banner(system: LocalSystem, options: Options) -> str:
         + (" -H 'content-type: application/json' -d '{...}'   # see /docs" if body else "")
         for method, path, body in found
     ]
-    calls.append("offload emails    # what the embedded SES has sent (here: make emails)")
+    # `make` targets only where there is a Makefile that has them (this repository)
+    here = options.template.parent / "Makefile"
+    makefile = here.read_text(errors="replace") if here.is_file() else ""
+    calls.append(
+        "offload emails    # what the embedded SES has sent"
+        + (" (here: make emails)" if "\nemails:" in makefile else "")
+    )
     if ("POST", "/uploads", True) in found:
-        calls.append("offload upload data.csv    # an upload, end to end (here: make upload)")
+        calls.append(
+            "offload upload data.csv    # an upload, end to end"
+            + (" (here: make upload)" if "\nupload:" in makefile else "")
+        )
+    if options.api_port != DEFAULT_API_PORT or options.moto_port != DEFAULT_MOTO_PORT:
+        calls.append(
+            f"export OFFLOAD_API_PORT={options.api_port} OFFLOAD_MOTO_PORT={options.moto_port}"
+            "    # in other terminals, for the tools above"
+        )
     listed = "".join(f"\n    {call}" for call in calls)
     mode = (
         f"built packages ({system.runtime.build.name}) under the Lambda runtime emulator"
