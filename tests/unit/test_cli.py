@@ -76,3 +76,19 @@ def test_invoke_of_a_function_the_template_lacks_lists_its_functions(
     error = capsys.readouterr().err
     assert "no function 'NoSuchFunction'" in error
     assert "ApiFunction, EmailWorker, TaskWorker, UploadWorker" in error
+
+
+def test_upload_says_what_to_do_when_nothing_answers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.support import free_port
+
+    # Given a file, and no API on the port the tool is told about
+    data = tmp_path / "data.csv"
+    data.write_text("a,b\n1,2\n")
+    api = f"http://127.0.0.1:{free_port()}"
+
+    # When it is uploaded, then one clear line and exit 2, no traceback
+    assert main(["upload", str(data), "--api", api]) == 2
+    said = capsys.readouterr().err
+    assert f"nothing answers at {api}" in said and "OFFLOAD_API_PORT" in said

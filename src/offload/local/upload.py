@@ -169,6 +169,14 @@ def main(path: str, api: str) -> int:
     if file.stat().st_size == 0:
         print(f"{path} is empty: nothing to upload", file=sys.stderr)
         return 2
-    answer = upload(file, api.rstrip("/"), os.getenv("OFFLOAD_API_TOKEN"))
+    try:
+        answer = upload(file, api.rstrip("/"), os.getenv("OFFLOAD_API_TOKEN"))
+    except requests.ConnectionError:
+        print(
+            f"nothing answers at {api}: is the local system running (`offload run`)? With "
+            "other ports, export OFFLOAD_API_PORT (and OFFLOAD_MOTO_PORT)",
+            file=sys.stderr,
+        )
+        return 2
     print_result(answer)
     return 0 if answer["state"] == "succeeded" else 1
