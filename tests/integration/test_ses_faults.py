@@ -22,8 +22,9 @@ from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingErro
 
 from example_app.emails import send_email
 from offload.enqueue import TaskCall, enqueue
-from offload.local.lambda_runtime import LambdaContext, sqs_event
+from offload.local.lambda_runtime import LambdaContext
 from offload.registry import definition_of
+from tests.integration.test_workers import received_event
 from tests.support import REGION, AwsStack, JsonLogs, compose, installed
 from workers import email as email_worker
 
@@ -106,20 +107,6 @@ def enqueue_email(to: str = "dora@example.com", count: int = 1) -> UUID:
     definition = definition_of(send_email)
     payload = definition.payload(to=to, subject="Your report", text="It is ready.")
     return enqueue(installed(), [TaskCall(definition, payload) for _ in range(count)])[0].task_id
-
-
-def received_event(queue_url: str) -> dict[str, Any]:
-    """What is on the queue, wrapped the way Lambda's SQS trigger does."""
-    sqs = boto3.client("sqs", region_name=REGION)
-    messages = sqs.receive_message(
-        QueueUrl=queue_url,
-        MaxNumberOfMessages=10,
-        MessageSystemAttributeNames=["All"],
-        MessageAttributeNames=["All"],
-    ).get("Messages", [])
-    assert messages, "expected a message on the queue"
-    arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])
-    return sqs_event(messages, arn["Attributes"]["QueueArn"])  # type: ignore[arg-type]
 
 
 def handle(event: dict[str, Any], context: LambdaContext) -> list[str]:
