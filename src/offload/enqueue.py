@@ -4,17 +4,28 @@ from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import cache
 from typing import Any
 from uuid import UUID, uuid4
 
 from offload import claim_check
-from offload.errors import EnqueueError
-from offload.models import TaskMessage, TaskState
+from offload.aws import sqs
+from offload.errors import EnqueueError, TaskError
+from offload.models import TaskMessage, TaskState, utcnow
 from offload.observability import logger
 from offload.queues import QueueName
 from offload.registry import TaskDefinition
+from offload.scheduling import Plan, plan
 from offload.wiring import Offload
+
+# EventBridge Scheduler's largest target input. A task run more than 15 minutes later travels
+# in its schedule whole: the claim check's payloads expire long before a year is out.
+MAX_SCHEDULE_INPUT_BYTES = 262_144
+
+
+class TooLargeToScheduleError(TaskError, ValueError):
+    """A task message too large for a one-time schedule's input."""
 
 
 @dataclass(frozen=True)
@@ -24,6 +35,8 @@ class TaskCall:
     definition: TaskDefinition
     payload: dict[str, Any]
     task_id: UUID = field(default_factory=uuid4)
+    # When the task runs (offload.scheduling.run_at_of); None: now.
+    run_at: datetime | None = None
 
     @property
     def kind(self) -> str:
@@ -48,6 +61,64 @@ def _record_queued(offload: Offload, messages: Sequence[TaskMessage], owner: str
         offload.tasks.create(message.task_id, message.kind, owner)
 
 
+def _message(
+    offload: Offload,
+    call: TaskCall,
+    correlation_id: str | None,
+    owner: str | None,
+    when: Plan | None,
+) -> TaskMessage:
+    message = TaskMessage(
+        task_id=call.task_id,
+        kind=call.kind,
+        payload=call.payload,
+        correlation_id=correlation_id,
+        owner=owner,
+    )
+    if when is not None and when.scheduled:
+        if sqs.message_size(message) > MAX_SCHEDULE_INPUT_BYTES:
+            raise TooLargeToScheduleError(
+                f"task {call.kind!r}: its message is larger than {MAX_SCHEDULE_INPUT_BYTES} "
+                "bytes, the most a schedule carries; run it within 15 minutes, or pass a "
+                "reference to its data"
+            )
+        return message
+    return claim_check.check_in(message, offload.payloads, offload.settings.max_message_bytes)
+
+
+def _send_later(
+    offload: Offload,
+    queue: QueueName,
+    messages: Sequence[TaskMessage],
+    plans: dict[UUID, Plan],
+    owner: str | None,
+) -> dict[UUID, str]:
+    """Record each task `scheduled` with its run_at, then send its message delayed, or create
+    its one-time schedule. Returns the tasks that could not be sent, with why."""
+    refused: dict[UUID, str] = {}
+    delayed: list[TaskMessage] = []
+    for message in messages:
+        when = plans[message.task_id]
+        try:
+            offload.tasks.create_scheduled(message.task_id, message.kind, owner, when.run_at)
+            if when.scheduled:
+                offload.scheduler.create_one_time(
+                    message.task_id,
+                    when.run_at,
+                    offload.queue_arn(queue),
+                    message.model_dump_json(),
+                )
+            else:
+                delayed.append(message)
+        except Exception as exc:  # the task is marked failed below; the client gets a 503
+            refused[message.task_id] = f"{type(exc).__name__}: {exc}"
+    if delayed:
+        delays = {m.task_id: plans[m.task_id].delay_seconds for m in delayed}
+        url = offload.settings.queue_url(queue)
+        refused.update(offload.sqs.send_messages(url, delayed, delays))
+    return refused
+
+
 def enqueue(
     offload: Offload,
     calls: Sequence[TaskCall],
@@ -62,36 +133,60 @@ def enqueue(
     than promise work that was never queued. A task SQS accepted is durable even if its status
     write failed: that is logged as a warning, and the worker's first transition creates the
     record, with the owner the message carries.
+
+    A call with a `run_at` ahead is recorded `scheduled` first, then sent with a delay (up to
+    15 minutes) or as a one-time schedule (up to a year): see offload.scheduling.
     """
-    settings = offload.settings
-    messages = [
-        claim_check.check_in(
-            TaskMessage(
-                task_id=call.task_id,
-                kind=call.kind,
-                payload=call.payload,
-                correlation_id=correlation_id,
-                owner=owner,
-            ),
-            offload.payloads,
-            settings.max_message_bytes,
-        )
+    now = utcnow()
+    plans = {
+        call.task_id: plan(call.run_at, now)
         for call in calls
+        if call.run_at is not None and call.run_at > now
+    }
+    messages = [
+        _message(offload, call, correlation_id, owner, plans.get(call.task_id)) for call in calls
     ]
     by_queue: dict[QueueName, list[TaskMessage]] = defaultdict(list)
+    later: dict[QueueName, list[TaskMessage]] = defaultdict(list)
     for call, message in zip(calls, messages, strict=True):
-        by_queue[call.queue].append(message)
+        (later if call.task_id in plans else by_queue)[call.queue].append(message)
 
-    recorded = _io_pool().submit(_record_queued, offload, messages, owner)
+    now_messages = [m for m in messages if m.task_id not in plans]
+    recorded = _io_pool().submit(_record_queued, offload, now_messages, owner)
     refused: dict[UUID, str] = {}
+    for queue, batch in later.items():
+        refused.update(_send_later(offload, queue, batch, plans, owner))
     for queue, batch in by_queue.items():
-        refused.update(offload.sqs.send_messages(settings.queue_url(queue), batch))
+        refused.update(offload.sqs.send_messages(offload.settings.queue_url(queue), batch))
     try:
         recorded.result()
         unrecorded = None
     except Exception as exc:  # the tasks SQS took are durable: warn below, still answer 202
         unrecorded = f"{type(exc).__name__}: {exc}"
 
+    _report(
+        offload,
+        messages,
+        refused=refused,
+        plans=plans,
+        unrecorded=unrecorded,
+        correlation_id=correlation_id,
+    )
+    if refused:
+        raise EnqueueError(f"SQS did not accept {len(refused)} of {len(messages)} tasks")
+    return messages
+
+
+def _report(
+    offload: Offload,
+    messages: Sequence[TaskMessage],
+    *,
+    refused: dict[UUID, str],
+    plans: dict[UUID, Plan],
+    unrecorded: str | None,
+    correlation_id: str | None,
+) -> None:
+    """Log each task's fate; mark failed those that were not sent (and drop their schedules)."""
     for message in messages:
         reason = refused.get(message.task_id)
         extra = {
@@ -105,16 +200,19 @@ def enqueue(
                     "task queued but its status was not recorded; the worker will record it",
                     extra={**extra, "reason": unrecorded},
                 )
-            logger.info("task queued", extra=extra)
+            when = plans.get(message.task_id)
+            if when is None:
+                logger.info("task queued", extra=extra)
+            else:
+                logger.info("task scheduled", extra={**extra, "run_at": when.run_at.isoformat()})
         else:
             logger.error("task not enqueued", extra={**extra, "reason": reason})
             error = f"not enqueued: {reason}"
             try:
+                if (when := plans.get(message.task_id)) is not None and when.scheduled:
+                    offload.scheduler.delete(message.task_id)  # if it was created after all
                 offload.tasks.transition(
                     message.task_id, message.kind, TaskState.FAILED, error=error
                 )
             except Exception:  # the client gets its 503 all the same
                 logger.exception("task not marked failed", extra=extra)
-    if refused:
-        raise EnqueueError(f"SQS did not accept {len(refused)} of {len(messages)} tasks")
-    return messages

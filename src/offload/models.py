@@ -5,7 +5,9 @@ from enum import StrEnum
 from typing import Any
 from uuid import UUID, uuid4
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from offload.scheduling import ScheduleFiring, firing_task_id
 
 
 def utcnow() -> datetime:
@@ -13,6 +15,8 @@ def utcnow() -> datetime:
 
 
 class TaskState(StrEnum):
+    # To run later (its run_at), by a delayed message or a one-time schedule; not final.
+    SCHEDULED = "scheduled"
     QUEUED = "queued"
     RUNNING = "running"
     RETRYING = "retrying"
@@ -21,10 +25,12 @@ class TaskState(StrEnum):
     FAILED = "failed"
     # The message reached the dead-letter queue; an operator can inspect and redrive it.
     DEAD = "dead"
+    # Cancelled before it ran (DELETE /tasks/{task_id}); final.
+    CANCELLED = "cancelled"
 
     @property
     def is_final(self) -> bool:
-        return self in {TaskState.SUCCEEDED, TaskState.FAILED, TaskState.DEAD}
+        return self in {TaskState.SUCCEEDED, TaskState.FAILED, TaskState.DEAD, TaskState.CANCELLED}
 
 
 class TaskMessage(BaseModel):
@@ -43,6 +49,21 @@ class TaskMessage(BaseModel):
     # The caller who created the task (JWT `sub`): travels with the task, so that a worker
     # that records the task before the API does still records who may read it.
     owner: str | None = Field(default=None, max_length=256)
+    # Sent by a recurring schedule (template.yaml), without a task id: the firing it comes from,
+    # whose task id is derived from it (offload.scheduling).
+    schedule: ScheduleFiring | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _a_firing_has_its_own_id(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("schedule") and "task_id" not in data:
+            firing = ScheduleFiring.model_validate(data["schedule"])
+            data = {
+                **data,
+                "task_id": firing_task_id(firing),
+                "enqueued_at": data.get("enqueued_at", firing.scheduled_time),
+            }
+        return data
 
 
 class TaskRecord(BaseModel):
@@ -60,6 +81,8 @@ class TaskRecord(BaseModel):
     owner: str | None = None
     # While `running`: when the worker that claimed the task can no longer be running.
     lease_expires_at: datetime | None = None
+    # When a scheduled task runs.
+    run_at: datetime | None = None
 
     def as_of(self, now: datetime, max_receive_count: int) -> "TaskRecord":
         """The task as it stands at `now`: a claim on the queue's last receive whose worker
@@ -79,6 +102,10 @@ class TaskRecord(BaseModel):
             )
             return self.model_copy(update={"state": TaskState.DEAD, "error": reason})
         return self
+
+    def matches(self, state: TaskState | None, kind: str | None) -> bool:
+        """Whether this task is in `state` and of `kind` (None: any)."""
+        return (state is None or self.state is state) and (kind is None or self.kind == kind)
 
     def visible_to(self, subject: str | None) -> bool:
         """Whether `subject` may read this task: its owner, or anyone if it has none."""

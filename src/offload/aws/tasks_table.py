@@ -1,6 +1,9 @@
 """Task status records in DynamoDB (the TasksTable), expired by TTL."""
 
+import base64
+import binascii
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -13,8 +16,47 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
 
 FINAL_STATES = [s.value for s in TaskState if s.is_final]
+# The listing indexes (template.yaml): by_owner (owner, listed_at) holds the tasks that have an
+# owner; all_tasks (listing, listed_at) every task, under LISTING. listed_at is the task's
+# creation time and id, written once, so that a record's later writes never touch the indexes.
+BY_OWNER = "by_owner"
+ALL_TASKS = "all_tasks"
+LISTING = "task"
+MAX_LIST_LIMIT = 100
+# A filtered listing reads at most this many records per page, matching or not.
+MAX_EXAMINED = 1000
+MAX_CURSOR_CHARS = 512
 # No Lambda invocation runs longer: the lease of a running claim whose caller gave none.
 MAX_LAMBDA_SECONDS = 900
+
+
+class InvalidCursorError(ValueError):
+    """A listing cursor that this table did not hand out."""
+
+
+def listed_at(task_id: UUID, created: datetime) -> str:
+    """The listing indexes' sort key: newest first is descending order."""
+    return f"{created.astimezone(UTC):%Y-%m-%dT%H:%M:%S.%fZ}#{task_id}"
+
+
+def encode_cursor(item: "Mapping[str, AttributeValueTypeDef]") -> str:
+    position = {"t": item["listed_at"]["S"], "i": item["task_id"]["S"]}
+    return base64.urlsafe_b64encode(json.dumps(position).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[str, str]:
+    """(listed_at, task_id) of a cursor; InvalidCursorError if it is not one of ours."""
+    try:
+        if len(cursor) > MAX_CURSOR_CHARS:
+            raise ValueError("too long")
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        position = json.loads(raw)
+        task_id, at = str(UUID(position["i"])), position["t"]
+        if not (isinstance(at, str) and at.endswith(f"#{task_id}")):
+            raise ValueError("not a position")
+    except (ValueError, TypeError, KeyError, binascii.Error) as exc:
+        raise InvalidCursorError("not a cursor from a previous page") from exc
+    return at, task_id
 
 
 @dataclass(frozen=True)
@@ -57,6 +99,8 @@ class TasksTable:
             "created_at": {"S": now.isoformat()},
             "updated_at": {"S": now.isoformat()},
             "expires_at": {"N": self._expires_at(now)},
+            "listing": {"S": LISTING},
+            "listed_at": {"S": listed_at(task_id, now)},
         }
         if owner:
             item["owner"] = {"S": owner}
@@ -69,6 +113,33 @@ class TasksTable:
                 ExpressionAttributeValues={":failed": {"S": TaskState.FAILED.value}},
             )
         except table.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def create_scheduled(
+        self, task_id: UUID, kind: str, owner: str | None, run_at: datetime
+    ) -> bool:
+        """Record a new task as scheduled to run at `run_at`. False if it is recorded already."""
+        now = utcnow()
+        item: dict[str, AttributeValueTypeDef] = {
+            "task_id": {"S": str(task_id)},
+            "kind": {"S": kind},
+            "state": {"S": TaskState.SCHEDULED.value},
+            "attempts": {"N": "0"},
+            "created_at": {"S": now.isoformat()},
+            "updated_at": {"S": now.isoformat()},
+            "run_at": {"S": run_at.isoformat()},
+            "expires_at": {"N": self._expires_at(max(now, run_at))},
+            "listing": {"S": LISTING},
+            "listed_at": {"S": listed_at(task_id, now)},
+        }
+        if owner:
+            item["owner"] = {"S": owner}
+        try:
+            self.client.put_item(
+                TableName=self.name, Item=item, ConditionExpression="attribute_not_exists(task_id)"
+            )
+        except self.client.exceptions.ConditionalCheckFailedException:
             return False
         return True
 
@@ -102,6 +173,8 @@ class TasksTable:
             ":kind": {"S": kind},
             ":now": {"S": now.isoformat()},
             ":expires": {"N": self._expires_at(now)},
+            ":listing": {"S": LISTING},
+            ":listed_at": {"S": listed_at(task_id, now)},
         }
         sets = [
             "#state = :state",
@@ -109,6 +182,8 @@ class TasksTable:
             "updated_at = :now",
             "created_at = if_not_exists(created_at, :now)",
             "expires_at = :expires",
+            "listing = if_not_exists(listing, :listing)",
+            "listed_at = if_not_exists(listed_at, :listed_at)",
         ]
         removes = []
         if state is TaskState.RUNNING:
@@ -135,7 +210,8 @@ class TasksTable:
             sets.append("#result = :result")
             names["#result"] = "result"
             values[":result"] = {"S": json.dumps(result, default=str)}
-        condition = "(attribute_not_exists(#state) OR NOT #state IN (:f0, :f1, :f2))"
+        finals = ", ".join(f":f{index}" for index in range(len(FINAL_STATES)))
+        condition = f"(attribute_not_exists(#state) OR NOT #state IN ({finals}))"
         if origin is not None:
             sets.append("#origin = if_not_exists(#origin, :origin)")
             names["#origin"] = "origin"
@@ -198,9 +274,11 @@ class TasksTable:
             ConsistentRead=True,
         )
         item = response.get("Item")
-        if item is None:
-            return None
+        return None if item is None else self._record(item)
+
+    def _record(self, item: "Mapping[str, AttributeValueTypeDef]") -> TaskRecord:
         lease = item.get("lease_expires_at", {}).get("N")
+        run_at = item.get("run_at", {}).get("S")
         record = TaskRecord(
             task_id=UUID(item["task_id"]["S"]),
             kind=item["kind"]["S"],
@@ -212,8 +290,80 @@ class TasksTable:
             result=json.loads(item["result"]["S"]) if "result" in item else None,
             owner=item["owner"]["S"] if "owner" in item else None,
             lease_expires_at=datetime.fromtimestamp(float(lease), UTC) if lease else None,
+            run_at=datetime.fromisoformat(run_at) if run_at else None,
         )
         return record.as_of(utcnow(), self.max_receive_count)
+
+    def list(
+        self,
+        owner: str | None,
+        *,
+        state: TaskState | None = None,
+        kind: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[TaskRecord], str | None]:
+        """`owner`'s tasks (every task if None), newest first: one page of at most `limit`
+        (1 to 100), and the cursor of the next page (None after the last).
+
+        A Query on a listing index (keys only), then one BatchGetItem per page of keys. With
+        `state` or `kind`, a page reads at most MAX_EXAMINED records: it may hold fewer than
+        `limit` tasks and still have a next page. InvalidCursorError for a cursor that this
+        method did not return.
+        """
+        limit = max(1, min(limit, MAX_LIST_LIMIT))
+        index, key_name, key_value = (
+            (ALL_TASKS, "listing", LISTING) if owner is None else (BY_OWNER, "owner", owner)
+        )
+        partition: dict[str, AttributeValueTypeDef] = {key_name: {"S": key_value}}
+        start: dict[str, AttributeValueTypeDef] | None = None
+        if cursor is not None:
+            at, task_id = decode_cursor(cursor)
+            start = {"task_id": {"S": task_id}, "listed_at": {"S": at}, **partition}
+        found: list[TaskRecord] = []
+        examined = 0
+        while True:
+            query: dict[str, Any] = {
+                "TableName": self.name,
+                "IndexName": index,
+                "KeyConditionExpression": "#key = :key",
+                "ExpressionAttributeNames": {"#key": key_name},
+                "ExpressionAttributeValues": {":key": {"S": key_value}},
+                "ScanIndexForward": False,
+                "Limit": min(limit - len(found), MAX_EXAMINED - examined),
+            }
+            if start is not None:
+                query["ExclusiveStartKey"] = start
+            page = self.client.query(**query)
+            keys = page.get("Items", [])
+            records = self._batch_get([k["task_id"]["S"] for k in keys])
+            for position, key in enumerate(keys):
+                examined += 1
+                record = records.get(key["task_id"]["S"])
+                if record is not None and record.matches(state, kind):
+                    found.append(record)
+                if len(found) == limit or examined == MAX_EXAMINED:
+                    last_of_all = position == len(keys) - 1 and "LastEvaluatedKey" not in page
+                    return found, None if last_of_all else encode_cursor(key)
+            start = page.get("LastEvaluatedKey")
+            if start is None:
+                return found, None
+
+    def _batch_get(self, task_ids: "Sequence[str]") -> dict[str, TaskRecord]:
+        """The records of these tasks (at most 100), by id; those that are gone are left out."""
+        found: dict[str, TaskRecord] = {}
+        keys: Sequence[Mapping[str, AttributeValueTypeDef]] = [
+            {"task_id": {"S": task_id}} for task_id in dict.fromkeys(task_ids)
+        ]
+        while keys:
+            response = self.client.batch_get_item(
+                RequestItems={self.name: {"Keys": keys, "ConsistentRead": True}}
+            )
+            for item in response.get("Responses", {}).get(self.name, []):
+                found[item["task_id"]["S"]] = self._record(item)
+            unprocessed = response.get("UnprocessedKeys", {}).get(self.name)
+            keys = list(unprocessed["Keys"]) if unprocessed else []
+        return found
 
     def claim(
         self,
