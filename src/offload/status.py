@@ -30,6 +30,8 @@ class TaskPublic(BaseModel):
     updated_at: datetime
     error: str | None = None
     result: Any = None
+    # When a scheduled task runs (it stays `scheduled` until a worker takes it).
+    run_at: datetime | None = None
 
 
 class TaskNotFound(BaseModel):
