@@ -180,3 +180,13 @@ def installed() -> "Offload":
     offload = email.handler.offload
     assert offload is not None, "no Offload composed: use the env or aws fixture"
     return offload
+
+
+def offload_command(*args: str, obj: Any = None, env: dict[str, str] | None = None) -> Any:
+    """`offload ARGS` run in this process (Typer's CliRunner): its exit_code, stdout and stderr.
+    `obj`: the Offload that the dlq commands work through (default: composed as they do)."""
+    from typer.testing import CliRunner
+
+    from offload.cli.app import app
+
+    return CliRunner().invoke(app, list(args), obj=obj, env=env, catch_exceptions=False)

@@ -3,11 +3,12 @@ answer that is not a success turned into one line and its exit code."""
 
 import os
 from dataclasses import dataclass
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from offload.cli.output import ExitCode, fail
+
+if TYPE_CHECKING:
+    import httpx
 
 DEFAULT_API_PORT = 8000
 
@@ -39,6 +40,8 @@ class Session:
 
 class Api:
     def __init__(self, url: str, token: str | None, timeout: float = 30) -> None:
+        import httpx  # here: its import takes a while, and `offload --help` needs none of it
+
         self.url = url.rstrip("/")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.token_given = bool(token)
@@ -60,9 +63,9 @@ class Api:
             return answer.json() if answer.content else None
         self.refuse(method, path, answer)
 
-    def refuse(self, method: str, path: str, answer: httpx.Response) -> None:
+    def refuse(self, method: str, path: str, answer: "httpx.Response") -> None:
         status, detail = answer.status_code, _detail(answer)
-        route = f"{method} {httpx.URL(path).path or path}"
+        route = f"{method} {answer.request.url.path}"
         if status == 401:
             why = "refused the token" if self.token_given else "wants a token"
             fail(
@@ -87,7 +90,7 @@ class Api:
         fail(f"{route} answered {status}: {detail}", ExitCode.FAILED)
 
 
-def _detail(answer: httpx.Response) -> str:
+def _detail(answer: "httpx.Response") -> str:
     """FastAPI's `detail`: a sentence, or the validation errors as `field: message`."""
     try:
         detail = answer.json().get("detail")

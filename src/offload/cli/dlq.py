@@ -8,11 +8,10 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from offload.cli.api import Session
-from offload.cli.output import ExitCode, fail, print_json, say, stdout, unreachable_errors
+from offload.cli.output import ExitCode, cut, fail, print_json, say, stdout, unreachable_errors
 from offload.queues import QUEUES
 
 if TYPE_CHECKING:
@@ -126,16 +125,17 @@ def list_messages(
         if not letters:
             continue
         table = Table(box=None, header_style="bold", pad_edge=False)
+        # Kind and error are cut to fit (wrappable columns shrink; the others keep their width)
         table.add_column("TASK ID", no_wrap=True, min_width=36)
-        table.add_column("KIND", no_wrap=True)
-        table.add_column("ATTEMPTS", justify="right")
-        table.add_column("LAST ERROR", overflow="ellipsis", no_wrap=True, ratio=1)
+        table.add_column("KIND", min_width=8)
+        table.add_column("ATTEMPTS", justify="right", no_wrap=True)
+        table.add_column("LAST ERROR", min_width=10)
         for letter in letters:
             table.add_row(
-                escape(letter.task_id or "-"),
-                escape(letter.kind or "-"),
-                "-" if letter.attempts is None else str(letter.attempts),
-                escape((letter.error or "-").replace("\n", " ")),
+                cut(letter.task_id),
+                cut(letter.kind),
+                cut(letter.attempts),
+                cut(letter.error),
             )
         console.print(table)
 

@@ -12,6 +12,7 @@ from typing import Any, NoReturn, ParamSpec, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.text import Text
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -131,3 +132,10 @@ def state_text(state: str) -> str:
     """The state, coloured, as Rich markup."""
     style = STATE_STYLES.get(state)
     return f"[{style}]{escape(state)}[/]" if style else escape(state)
+
+
+def cut(value: Any) -> Text:
+    """A table cell on one line, cut with … where the column is narrower (plain text: no
+    markup)."""
+    text = "-" if value is None or value == "" else str(value).replace("\n", " ")
+    return Text(text, no_wrap=True, overflow="ellipsis")

@@ -14,10 +14,12 @@ from offload.cli.api import UNREACHABLE_HINT, Api, Session
 from offload.cli.output import (
     ExitCode,
     age,
+    cut,
     fail,
     print_json,
     say,
     state_text,
+    stderr,
     stdout,
     unreachable_errors,
 )
@@ -68,20 +70,21 @@ def list_tasks(
         console.print("no tasks" + (" match" if state or kind else " yet"))
         return
     table = Table(box=None, header_style="bold", pad_edge=False)
+    # Kind and error are cut to fit (wrappable columns shrink; the others keep their width)
     table.add_column("TASK ID", no_wrap=True, min_width=36)
-    table.add_column("KIND", no_wrap=True)
+    table.add_column("KIND", min_width=8)
     table.add_column("STATE", no_wrap=True)
-    table.add_column("ATTEMPTS", justify="right")
+    table.add_column("ATTEMPTS", justify="right", no_wrap=True)
     table.add_column("AGE", justify="right", no_wrap=True)
-    table.add_column("ERROR", overflow="ellipsis", no_wrap=True, ratio=1)
+    table.add_column("ERROR", min_width=10)
     for task in tasks:
         table.add_row(
-            escape(str(task.get("task_id"))),
-            escape(str(task.get("kind", "-"))),
+            cut(task.get("task_id")),
+            cut(task.get("kind")),
             state_text(str(task.get("state", "-"))),
-            str(task.get("attempts", "-")),
+            cut(task.get("attempts")),
             age(task.get("created_at")),
-            escape(_one_line(task.get("error"))),
+            cut(task.get("error")),
         )
     console.print(table)
     if cursor:
@@ -105,7 +108,7 @@ def show(
     task = api.call("GET", f"/tasks/{task_id}")
     if wait:
         deadline = time.monotonic() + timeout
-        with stdout().status(f"waiting for task {task_id}…") as status:
+        with stderr().status(f"waiting for task {task_id}…") as status:
             while not _final(task.get("state")):
                 if time.monotonic() > deadline:
                     fail(

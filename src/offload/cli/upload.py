@@ -144,5 +144,5 @@ def _number(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
-        return f"{value:.6g}"
+        return f"{value:.6f}".rstrip("0").rstrip(".")
     return str(value)
