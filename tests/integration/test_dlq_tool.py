@@ -129,13 +129,24 @@ def test_redrive_moves_messages_back_and_requeues_their_tasks(
     assert aws.task(dead_task)["state"] == "queued"  # type: ignore[index]
 
 
-def test_redrive_json_reports_each_queue(dead_task: str) -> None:
+def test_redrive_json_reports_each_queue_and_logs_apart(dead_task: str, aws: AwsStack) -> None:
+    # Given, beside the dead task's message, one that names no task (the tool logs a warning)
+    installed().sqs.send_raw(aws.task_dlq, "this is not a task", {})
+
     result = dlq_command("redrive", "--queue", "tasks", "--json")
 
+    # Then stdout is the report alone, as JSON; the log line went to stderr
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == [
-        {"queue": "tasks", "redriven": 1, "dropped": 0, "left": {}, "truncated": False}
+        {
+            "queue": "tasks",
+            "redriven": 1,
+            "dropped": 0,
+            "left": {"names no task": 1},
+            "truncated": False,
+        }
     ]
+    assert "dead letter left in the DLQ" in result.stderr
 
 
 def test_purge_empties_the_dlq(dead_task: str, aws: AwsStack) -> None:

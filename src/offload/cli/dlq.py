@@ -1,11 +1,13 @@
 """`offload dlq list|redrive|purge`: the dead-letter queues of the running local system, or of a
 deployed stack with --stack NAME (offload.dlq does the work; see its docstring for redrive)."""
 
+import logging
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 from rich.table import Table
@@ -65,11 +67,16 @@ def queues(
 
     from offload.aws.errors import error_code
     from offload.dlq import LOCAL_STACK, local_system_environment, queue_pairs, stack_environment
+    from offload.observability import logger
     from offload.settings import Settings
     from offload.wiring import build
 
     session: Session = ctx.obj
     saved = dict(os.environ)
+    # The tool's log lines (a dead letter left or dropped) go with the other lines for people,
+    # to stderr: stdout is the listing or the JSON.
+    handler = logger.registered_handler
+    stream = handler.setStream(sys.stderr) if isinstance(handler, logging.StreamHandler) else None
     try:
         if session.offload is not None:
             offload = session.offload
@@ -91,6 +98,8 @@ def queues(
     finally:
         os.environ.clear()
         os.environ.update(saved)
+        if stream is not None:
+            cast("logging.StreamHandler[Any]", handler).setStream(stream)
 
 
 @app.command("list")
