@@ -107,6 +107,8 @@ def run(
     ] = None,
 ) -> None:
     """Start the whole system on this machine: moto, the API and the workers. No AWS account."""
+    if api_token is None:
+        api_token = os.environ.get("OFFLOAD_API_TOKEN")  # set but empty: Click reads it as unset
     if api_token is not None and not api_token.strip():
         # Empty would otherwise mean "no token": an open API where one was asked for.
         fail(
