@@ -75,8 +75,11 @@ def queues(
     saved = dict(os.environ)
     # The tool's log lines (a dead letter left or dropped) go with the other lines for people,
     # to stderr: stdout is the listing or the JSON.
+    # (Swapped, not setStream: that flushes the old stream, which may be closed by now.)
     handler = logger.registered_handler
-    stream = handler.setStream(sys.stderr) if isinstance(handler, logging.StreamHandler) else None
+    stream = handler.stream if isinstance(handler, logging.StreamHandler) else None
+    if stream is not None:
+        cast("logging.StreamHandler[Any]", handler).stream = sys.stderr
     try:
         if session.offload is not None:
             offload = session.offload
@@ -99,7 +102,7 @@ def queues(
         os.environ.clear()
         os.environ.update(saved)
         if stream is not None:
-            cast("logging.StreamHandler[Any]", handler).setStream(stream)
+            cast("logging.StreamHandler[Any]", handler).stream = stream
 
 
 @app.command("list")
