@@ -63,7 +63,7 @@ def test_the_retention_setting_is_the_task_queues_message_retention() -> None:
         pass
 
     Template.add_multi_constructor("!", lambda loader, suffix, node: None)
-    resources = yaml.load(TEMPLATE.read_text(), Template)["Resources"]  # noqa: S506
+    resources = yaml.load(TEMPLATE.read_text(), Template)["Resources"]
     retention = {
         name: r["Properties"]["MessageRetentionPeriod"]
         for name, r in resources.items()
