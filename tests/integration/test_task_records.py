@@ -272,3 +272,71 @@ def test_a_refused_message_is_failed_and_an_idempotency_key_retry_runs_it(
     assert response == {"batchItemFailures": []}
     assert len(aws.sent_emails()) == 1
     assert aws.task(task_id)["state"] == "succeeded"  # type: ignore[index]
+
+
+# ---------------------------------------------------------------- what scheduling builds on
+def test_a_scheduled_task_shows_its_run_at_and_is_claimed_when_due(
+    aws: AwsStack, event: EventLoader, lambda_context: Any
+) -> None:
+    tasks = installed().tasks
+    task_id, run_at = new_task_id(ALICE), utcnow() + timedelta(hours=2)
+    assert tasks.create_scheduled(task_id, "send_email", ALICE, run_at, "offload-at-1")
+    assert not tasks.create_scheduled(task_id, "send_email", ALICE, run_at)  # once
+
+    shown = json.loads(read(event, f"/tasks/{task_id}", ALICE, lambda_context)["body"])
+    assert (shown["state"], shown["kind"]) == ("scheduled", "send_email")
+    assert _parse(shown["run_at"]) == run_at
+    assert tasks.get(task_id).schedule_name == "offload-at-1"  # type: ignore[union-attr]
+    # When its message arrives, a worker claims it like a queued task
+    assert tasks.claim(task_id, "send_email", attempts=1, lease_seconds=30).taken
+
+
+def test_cancel_answers_by_state_and_owner(aws: AwsStack) -> None:
+    tasks = installed().tasks
+    # A task not recorded yet, issued to the caller: cancelled (and recorded so)
+    waiting = new_task_id(ALICE)
+    assert tasks.cancel(waiting, BOB) == (False, None)
+    assert tasks.cancel(waiting, ALICE) == (True, TaskState.CANCELLED)
+    assert tasks.cancel(waiting, ALICE) == (False, TaskState.CANCELLED)
+    # A scheduled or retrying task: cancelled; by its owner only
+    scheduled = new_task_id(ALICE)
+    tasks.create_scheduled(scheduled, "send_email", ALICE, utcnow() + timedelta(hours=1))
+    assert tasks.cancel(scheduled, BOB) == (False, None)
+    assert tasks.cancel(scheduled, ALICE) == (True, TaskState.CANCELLED)
+    retrying = new_task_id(ALICE)
+    claim = tasks.claim(retrying, "send_email", attempts=1, lease_seconds=30, owner=ALICE)
+    assert claim.token is not None
+    tasks.finish(retrying, claim.token, TaskState.RETRYING, attempts=1, error="Throttling")
+    assert tasks.cancel(retrying, ALICE) == (True, TaskState.CANCELLED)
+    # A running or finished task: its state, unchanged
+    running = new_task_id(ALICE)
+    claim = tasks.claim(running, "send_email", attempts=1, lease_seconds=30, owner=ALICE)
+    assert tasks.cancel(running, ALICE) == (False, TaskState.RUNNING)
+    assert claim.token is not None
+    tasks.finish(running, claim.token, TaskState.SUCCEEDED, attempts=1, result=None)
+    assert tasks.cancel(running, ALICE) == (False, TaskState.SUCCEEDED)
+    # An id that is nobody's: no such task
+    assert tasks.cancel(uuid4(), ALICE) == (False, None)
+
+
+def test_a_restarted_task_keeps_the_last_twenty_transitions_with_why_it_died(
+    aws: AwsStack,
+) -> None:
+    tasks = installed().tasks
+    task_id = new_task_id(None)
+    for attempt in range(1, 15):  # 14 receives, each a claim and a retry: 28 entries
+        claim = tasks.claim(task_id, "write_log", attempts=attempt, lease_seconds=30)
+        assert claim.token is not None
+        state = TaskState.DEAD if attempt == 14 else TaskState.RETRYING
+        tasks.finish(task_id, claim.token, state, attempts=attempt, error="x" * 1000)
+    dead = tasks.get(task_id)
+    assert dead is not None and len(dead.history) == 28
+    assert all(len(h.error or "") <= 300 for h in dead.history)
+
+    assert tasks.requeue_dead(dead)
+
+    requeued = tasks.get(task_id)
+    assert requeued is not None and requeued.state is TaskState.QUEUED
+    assert len(requeued.history) == 20
+    assert [h.state for h in requeued.history[-2:]] == [TaskState.DEAD, TaskState.QUEUED]
+    assert requeued.history[-2].error == "x" * 300

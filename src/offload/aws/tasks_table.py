@@ -356,17 +356,14 @@ class TasksTable:
         if record.state is not TaskState.DEAD:
             raise ValueError(f"task {record.task_id} is {record.state}, not dead")
         now = utcnow()
-        history = record.history[-HISTORY_KEPT + 2 :]
+        history = list(record.history)
         if not history or history[-1].state is not TaskState.DEAD:
             # Read as dead (its worker stopped on the last receive): say so, with the reason.
+            error = (record.error or "")[:MAX_HISTORY_ERROR] or None
             history.append(
-                Transition(
-                    state=TaskState.DEAD,
-                    at=now,
-                    attempt=record.attempts,
-                    error=(record.error or "")[:MAX_HISTORY_ERROR] or None,
-                )
+                Transition(state=TaskState.DEAD, at=now, attempt=record.attempts, error=error)
             )
+        history = history[-(HISTORY_KEPT - 1) :]
         kept = [_entry(t.state, t.at, t.attempt, t.error) for t in history]
         kept.append(_entry(TaskState.QUEUED, now))
         try:
