@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     # A worker stops taking records when less than this much of its Lambda time is left. It
     # must cover one SES send and the write that records it (checked below).
     record_time_budget_ms: int = Field(default=20_000, ge=0)
-    # How long a finished task's idempotency record keeps duplicates from running it again.
+    # How long the API remembers an Idempotency-Key (offload.idempotency_keys).
     idempotency_ttl_seconds: int = Field(default=86_400, ge=60)
     # Claim check: a task message larger than this (the queues' MaximumMessageSize) is stored
     # in the payload bucket and the SQS message carries a pointer.
