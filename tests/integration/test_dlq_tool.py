@@ -66,10 +66,11 @@ def dead_write_logs(aws: AwsStack, count: int, label: str) -> list[TaskMessage]:
     calls = [TaskCall(definition_of(write_log), {"message": f"{label} {i}"}) for i in range(count)]
     messages = enqueue(installed(), calls)
     installed().sqs.delete_batch(aws.task_queue, aws.receive_all(aws.task_queue, visibility=30))  # type: ignore[arg-type]
+    tasks = installed().tasks
     for message in messages:
-        installed().tasks.transition(
-            message.task_id, message.kind, TaskState.DEAD, attempts=5, error="Throttling"
-        )
+        claim = tasks.claim(message.task_id, message.kind, attempts=5, lease_seconds=30)
+        assert claim.token is not None
+        tasks.finish(message.task_id, claim.token, TaskState.DEAD, attempts=5, error="Throttling")
     return messages
 
 

@@ -20,7 +20,7 @@ from example_app.settings import get_settings
 from offload.fastapi import get_offload
 from offload.models import TaskState
 from offload.settings import Settings
-from tests.support import AwsStack, EventLoader, compose, installed, offload_command
+from tests.support import AwsStack, EventLoader, compose, installed, offload_command, record_task
 
 TOKEN = "s3cret-token-for-tests"
 SAMPLE_ID = "3e8f1a2b-4c5d-4e6f-9a0b-1c2d3e4f5a6b"
@@ -394,7 +394,7 @@ def test_a_jwt_without_a_subject_is_refused_on_every_route_but_health(
     aws: AwsStack, event: EventLoader, lambda_context: Any, claims: dict[str, str]
 ) -> None:
     # Given a task without an owner (readable by any identified caller), and the app's routes
-    installed().tasks.transition(UUID(SAMPLE_ID), "process_upload", TaskState.RUNNING, attempts=1)
+    record_task(UUID(SAMPLE_ID), "process_upload", TaskState.RUNNING)
     routes = [(m, p) for m, p in app_routes() if p not in PUBLIC_PATHS]
     assert {p for _, p in routes} >= {"/emails", "/uploads", f"/tasks/{SAMPLE_ID}"}, routes
 

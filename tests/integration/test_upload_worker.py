@@ -38,6 +38,7 @@ from tests.support import (
     compose,
     installed,
     offload_command,
+    record_task,
 )
 from workers.upload import handler
 
@@ -145,9 +146,9 @@ def test_sqs_event_cleans_summarises_and_writes_results(
     summary = json.loads(uploads.get(f"results/{SQS_UPLOAD}/summary.json"))
     assert summary["upload_id"] == str(SQS_UPLOAD)
     assert summary["columns"] == task.result["columns"]
-    # And it ran as a task does, under idempotency keyed on its task id (the upload id)
-    [record] = uploads.stack.table_items(uploads.stack.idempotency_table)
-    assert record["status"] == {"S": "COMPLETED"}
+    # And it ran as a task does, claimed on its record (the upload id), whose origin is the key
+    assert uploads.stack.table_items(uploads.stack.idempotency_table) == []
+    assert uploads.stack.task(SQS_UPLOAD)["origin"] == SQS_KEY  # type: ignore[index]
 
 
 def test_a_key_with_spaces_and_unicode_is_decoded(
@@ -425,9 +426,7 @@ def test_a_dead_upload_redriven_from_its_dlq_is_processed_again(
     compose(monkeypatch)
     uploads.put(SQS_KEY, b"a\n1\n")
     uploads.sqs.purge_queue(QueueUrl=uploads.queue)  # the put's own, live notification
-    installed().tasks.transition(
-        SQS_UPLOAD, UPLOAD_KIND, TaskState.DEAD, attempts=5, error="Throttling"
-    )
+    record_task(SQS_UPLOAD, UPLOAD_KIND, TaskState.DEAD, attempts=5, error="Throttling")
     notification = uploads.aimed(event("sqs-upload-worker.json"))["Records"][0]["body"]
     uploads.sqs.send_message(QueueUrl=dlq_url, MessageBody=notification)
     try:
