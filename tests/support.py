@@ -204,3 +204,13 @@ def record_task(
         assert tasks.finish(
             task_id, claim.token, state, attempts=attempts, error=error, result=result
         )
+
+
+def offload_command(*args: str, obj: Any = None, env: dict[str, str] | None = None) -> Any:
+    """`offload ARGS` run in this process (Typer's CliRunner): its exit_code, stdout and stderr.
+    `obj`: the Offload that the dlq commands work through (default: composed as they do)."""
+    from typer.testing import CliRunner
+
+    from offload.cli.app import app
+
+    return CliRunner().invoke(app, list(args), obj=obj, env=env, catch_exceptions=False)

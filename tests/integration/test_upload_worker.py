@@ -27,11 +27,19 @@ from fastapi.testclient import TestClient
 from api.main import app
 from example_app.uploads.models import UPLOAD_KIND
 from example_app.uploads.summary import TableSummary
-from offload import dlq
 from offload.local.lambda_runtime import LambdaContext, sqs_event
 from offload.models import TaskState
 from tests.integration import upload_child
-from tests.support import REGION, AwsStack, EventLoader, JsonLogs, compose, installed, record_task
+from tests.support import (
+    REGION,
+    AwsStack,
+    EventLoader,
+    JsonLogs,
+    compose,
+    installed,
+    offload_command,
+    record_task,
+)
 from workers.upload import handler
 
 SQS_UPLOAD = UUID("3f2b8d4e-1c6a-4f7b-8e9d-5a4b3c2d1e0f")
@@ -423,7 +431,8 @@ def test_a_dead_upload_redriven_from_its_dlq_is_processed_again(
     uploads.sqs.send_message(QueueUrl=dlq_url, MessageBody=notification)
     try:
         # When an operator redrives the upload DLQ
-        assert dlq.main(["redrive", "--queue", "uploads"]) == 0
+        redriven = offload_command("dlq", "redrive", "--queue", "uploads", obj=installed())
+        assert redriven.exit_code == 0, redriven.output
 
         # Then the upload is queued again (not skipped as finished), and the worker runs it
         assert uploads.task(SQS_UPLOAD).state is TaskState.QUEUED
