@@ -7,10 +7,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 from offload.models import TaskMessage
 
 if TYPE_CHECKING:
+    from offload.models import TaskState
     from offload.wiring import Offload
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,6 +37,24 @@ def fired(properties: dict[str, Any], scheduled_time: str = "2026-12-01T08:00:00
         .replace("<aws.scheduler.execution-id>", "d32c5kddcf5bb8c3")
         .replace("<aws.scheduler.attempt-number>", "1")
     )
+
+
+def owned_task(
+    offload: "Offload",
+    owner: str | None,
+    state: "TaskState | None" = None,
+    kind: str = "write_log",
+    task_id: "UUID | None" = None,
+) -> "UUID":
+    """A task a worker has recorded: claimed (`running`), then moved to `state` if given."""
+    from offload.task_ids import new_task_id
+
+    task_id = task_id or new_task_id(owner)
+    claim = offload.tasks.claim(task_id, kind, attempts=1, lease_seconds=60, owner=owner)
+    assert claim.taken and claim.token is not None
+    if state is not None and state.value != "running":
+        assert offload.tasks.finish(task_id, claim.token, state, attempts=1, error=None)
+    return task_id
 
 
 def load_event(name: str) -> dict[str, Any]:
@@ -214,3 +234,36 @@ def installed() -> "Offload":
     offload = email.handler.offload
     assert offload is not None, "no Offload composed: use the env or aws fixture"
     return offload
+
+
+def record_task(
+    task_id: Any,
+    kind: str,
+    state: "TaskState",
+    *,
+    attempts: int = 1,
+    error: str | None = None,
+    result: Any = None,
+    origin: str | None = None,
+) -> None:
+    """Record a task in `state` as a worker does: its claim, then (unless `running`) its
+    outcome, on the claim."""
+    from offload.models import TaskState
+
+    tasks = installed().tasks
+    claim = tasks.claim(task_id, kind, attempts=attempts, lease_seconds=30, origin=origin)
+    assert claim.token is not None, claim
+    if state is not TaskState.RUNNING:
+        assert tasks.finish(
+            task_id, claim.token, state, attempts=attempts, error=error, result=result
+        )
+
+
+def offload_command(*args: str, obj: Any = None, env: dict[str, str] | None = None) -> Any:
+    """`offload ARGS` run in this process (Typer's CliRunner): its exit_code, stdout and stderr.
+    `obj`: the Offload that the dlq commands work through (default: composed as they do)."""
+    from typer.testing import CliRunner
+
+    from offload.cli.app import app
+
+    return CliRunner().invoke(app, list(args), obj=obj, env=env, catch_exceptions=False)

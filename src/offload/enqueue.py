@@ -1,4 +1,4 @@
-"""Hand tasks to SQS: record each as queued and send its message."""
+"""Hand tasks to SQS: send each task's message; nothing else on the way when all goes well."""
 
 from collections import defaultdict
 from collections.abc import Sequence
@@ -7,16 +7,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from offload import claim_check
 from offload.aws import sqs
+from offload.aws.scheduler import schedule_name
 from offload.errors import EnqueueError, TaskError
-from offload.models import TaskMessage, TaskState, utcnow
+from offload.models import TaskMessage, utcnow
 from offload.observability import logger
 from offload.queues import QueueName
 from offload.registry import TaskDefinition
 from offload.scheduling import Plan, plan
+from offload.task_ids import issued_at, issued_to, new_task_id
 from offload.wiring import Offload
 
 # EventBridge Scheduler's largest target input. A task run more than 15 minutes later travels
@@ -30,11 +32,12 @@ class TooLargeToScheduleError(TaskError, ValueError):
 
 @dataclass(frozen=True)
 class TaskCall:
-    """A call of a task (a @task or a plain top-level function), with its JSON-ready arguments."""
+    """A call of a task (a @task or a plain top-level function), with its JSON-ready arguments.
+    Its id is issued to no owner unless given (new_task_id(owner), as add_task does)."""
 
     definition: TaskDefinition
     payload: dict[str, Any]
-    task_id: UUID = field(default_factory=uuid4)
+    task_id: UUID = field(default_factory=lambda: new_task_id(None))
     # When the task runs (offload.scheduling.run_at_of); None: now.
     run_at: datetime | None = None
 
@@ -54,6 +57,12 @@ class TaskCall:
 @cache
 def _io_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=4, thread_name_prefix="offload-enqueue")
+
+
+def vouches_for_itself(task_id: UUID, owner: str | None) -> bool:
+    """Whether the id alone lets GET /tasks/{id} answer `queued` to `owner` until a worker
+    records the task: issued to `owner`, with an issue time (offload.task_ids)."""
+    return issued_at(task_id) is not None and issued_to(task_id, owner)
 
 
 def _record_queued(offload: Offload, messages: Sequence[TaskMessage], owner: str | None) -> None:
@@ -93,14 +102,16 @@ def _send_later(
     plans: dict[UUID, Plan],
     owner: str | None,
 ) -> dict[UUID, str]:
-    """Record each task `scheduled` with its run_at, then send its message delayed, or create
-    its one-time schedule. Returns the tasks that could not be sent, with why."""
+    """Record each task `scheduled` with its run_at (a write: until it runs, its record says
+    when), then send its message delayed, or create its one-time schedule. Returns the tasks
+    that could not be sent, with why."""
     refused: dict[UUID, str] = {}
     delayed: list[TaskMessage] = []
     for message in messages:
         when = plans[message.task_id]
+        name = schedule_name(message.task_id) if when.scheduled else None
         try:
-            offload.tasks.create_scheduled(message.task_id, message.kind, owner, when.run_at)
+            offload.tasks.create_scheduled(message.task_id, message.kind, owner, when.run_at, name)
             if when.scheduled:
                 offload.scheduler.create_one_time(
                     message.task_id,
@@ -110,7 +121,7 @@ def _send_later(
                 )
             else:
                 delayed.append(message)
-        except Exception as exc:  # the task is marked failed below; the client gets a 503
+        except Exception as exc:  # recorded `failed` below; the client gets a 503
             refused[message.task_id] = f"{type(exc).__name__}: {exc}"
     if delayed:
         delays = {m.task_id: plans[m.task_id].delay_seconds for m in delayed}
@@ -125,18 +136,21 @@ def enqueue(
     correlation_id: str | None = None,
     owner: str | None = None,
 ) -> list[TaskMessage]:
-    """Record every task as queued and send the messages, batched per queue.
+    """Send the tasks' messages, batched per queue: one SQS round trip per queue, and no
+    DynamoDB write when every id vouches for itself (new_task_id(owner)).
 
-    The status write and the SQS send run side by side. The status write is conditional, so a
-    worker that is already running the task is never set back to queued. If SQS refuses a
-    message, its task is marked failed and EnqueueError is raised: the caller answers 503 rather
-    than promise work that was never queued. A task SQS accepted is durable even if its status
-    write failed: that is logged as a warning, and the worker's first transition creates the
-    record, with the owner the message carries.
+    A task whose id cannot (an id made elsewhere: uuid4, an Idempotency-Key's seeded id) is
+    recorded as `queued` beside the send, by a conditional write that never sets back a task a
+    worker has recorded. If SQS refuses a message, its task is recorded `failed` ("not enqueued:
+    ...", flagged so that a later send of the same id is still run) and EnqueueError is raised:
+    the caller answers 503 rather than promise work that was never queued. A task SQS accepted
+    is durable even if its `queued` write failed: that is logged as a warning, and the worker's
+    claim records the task, with the owner the message carries.
 
     A call with a `run_at` ahead is recorded `scheduled` first, then sent with a delay (up to
-    15 minutes) or as a one-time schedule (up to a year): see offload.scheduling.
+    15 minutes) or as a one-time EventBridge schedule (up to a year): see offload.scheduling.
     """
+    settings = offload.settings
     now = utcnow()
     plans = {
         call.task_id: plan(call.run_at, now)
@@ -151,16 +165,19 @@ def enqueue(
     for call, message in zip(calls, messages, strict=True):
         (later if call.task_id in plans else by_queue)[call.queue].append(message)
 
-    now_messages = [m for m in messages if m.task_id not in plans]
-    recorded = _io_pool().submit(_record_queued, offload, now_messages, owner)
+    unproven = [
+        m for m in messages if m.task_id not in plans and not vouches_for_itself(m.task_id, owner)
+    ]
+    recorded = _io_pool().submit(_record_queued, offload, unproven, owner) if unproven else None
     refused: dict[UUID, str] = {}
     for queue, batch in later.items():
         refused.update(_send_later(offload, queue, batch, plans, owner))
     for queue, batch in by_queue.items():
-        refused.update(offload.sqs.send_messages(offload.settings.queue_url(queue), batch))
+        refused.update(offload.sqs.send_messages(settings.queue_url(queue), batch))
+    unrecorded = None
     try:
-        recorded.result()
-        unrecorded = None
+        if recorded is not None:
+            recorded.result()
     except Exception as exc:  # the tasks SQS took are durable: warn below, still answer 202
         unrecorded = f"{type(exc).__name__}: {exc}"
 
@@ -169,7 +186,9 @@ def enqueue(
         messages,
         refused=refused,
         plans=plans,
+        warn_unrecorded=[m.task_id for m in unproven] if unrecorded is not None else [],
         unrecorded=unrecorded,
+        owner=owner,
         correlation_id=correlation_id,
     )
     if refused:
@@ -183,10 +202,13 @@ def _report(
     *,
     refused: dict[UUID, str],
     plans: dict[UUID, Plan],
+    warn_unrecorded: Sequence[UUID],
     unrecorded: str | None,
+    owner: str | None,
     correlation_id: str | None,
 ) -> None:
-    """Log each task's fate; mark failed those that were not sent (and drop their schedules)."""
+    """Log each task's fate; record `failed` those that were not sent (and drop their
+    schedules)."""
     for message in messages:
         reason = refused.get(message.task_id)
         extra = {
@@ -194,25 +216,22 @@ def _report(
             "kind": message.kind,
             "correlation_id": correlation_id,
         }
+        when = plans.get(message.task_id)
         if reason is None:
-            if unrecorded is not None:
+            if message.task_id in warn_unrecorded:
                 logger.warning(
                     "task queued but its status was not recorded; the worker will record it",
                     extra={**extra, "reason": unrecorded},
                 )
-            when = plans.get(message.task_id)
             if when is None:
                 logger.info("task queued", extra=extra)
             else:
                 logger.info("task scheduled", extra={**extra, "run_at": when.run_at.isoformat()})
         else:
             logger.error("task not enqueued", extra={**extra, "reason": reason})
-            error = f"not enqueued: {reason}"
             try:
-                if (when := plans.get(message.task_id)) is not None and when.scheduled:
+                if when is not None and when.scheduled:
                     offload.scheduler.delete(message.task_id)  # if it was created after all
-                offload.tasks.transition(
-                    message.task_id, message.kind, TaskState.FAILED, error=error
-                )
+                offload.tasks.not_enqueued(message.task_id, message.kind, owner, reason)
             except Exception:  # the client gets its 503 all the same
                 logger.exception("task not marked failed", extra=extra)

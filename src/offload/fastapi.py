@@ -25,7 +25,7 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from typing import Annotated, Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from anyio import CapacityLimiter, to_thread
 from anyio.lowlevel import RunVar
@@ -53,6 +53,7 @@ from offload.registry import (
     queue_of,
 )
 from offload.scheduling import When, run_at_of
+from offload.task_ids import new_task_id
 from offload.wiring import Offload, build
 
 CORRELATION_HEADER = "x-correlation-id"
@@ -122,7 +123,10 @@ class DurableBackgroundTasks:
         task's queue is not configured and it will run in this process.
         """
         idempotent = self.idempotent
-        task_id = idempotent.task_id(self._added) if idempotent is not None else uuid4()
+        if idempotent is not None:
+            task_id = idempotent.task_id(self._added)
+        else:
+            task_id = new_task_id(self.owner)
         queue = queue_of(func)
         settings = self.offload.settings
         queued = not in_process.runs_here(queue, settings)
@@ -259,8 +263,9 @@ async def idempotent_request(request: Request) -> IdempotentRequest | None:
         )
     body = await request.body()
     digest = fingerprint(request.method, request.url.path, request.url.query, body)
-    scope = caller_subject(request) or "anonymous"
-    return IdempotentRequest(key=f"{scope}\n{key}", fingerprint=digest)
+    subject = caller_subject(request)
+    scope = subject or "anonymous"
+    return IdempotentRequest(key=f"{scope}\n{key}", fingerprint=digest, owner=subject)
 
 
 async def durable_background_tasks(

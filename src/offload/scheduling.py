@@ -19,17 +19,17 @@ and a firing delivered twice is one task, which runs once.
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from uuid import UUID, uuid5
+from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from offload.errors import TaskError
+from offload.task_ids import new_task_id
 
 # SQS delays a message by at most 15 minutes.
 MAX_SQS_DELAY_SECONDS = 900
 # EventBridge Scheduler's one-time schedules run at most a year ahead.
 MAX_AHEAD = timedelta(days=365)
-_FIRINGS = UUID("6f0f6d1e-8a4b-4c8e-9a57-0ff10ad00012")
 
 When = timedelta | datetime
 
@@ -48,9 +48,10 @@ class ScheduleFiring(BaseModel):
 
 
 def firing_task_id(firing: ScheduleFiring) -> UUID:
-    """The task id of one firing: the same for every delivery of that firing."""
-    seed = f"{firing.arn}\n{firing.scheduled_time.isoformat()}"
-    return uuid5(_FIRINGS, seed)
+    """The task id of one firing: the same for every delivery of that firing (a seeded id, with
+    no owner: anyone may read the task, as any task a schedule runs)."""
+    seed = f"schedule\n{firing.arn}\n{firing.scheduled_time.isoformat()}"
+    return new_task_id(None, seed=seed.encode())
 
 
 def run_at_of(when: When, now: datetime) -> datetime:

@@ -1,9 +1,10 @@
-"""Task status over HTTP: the route a client polls after its request was answered 202, and
-the caller's tasks.
+"""Tasks over HTTP: the route a client polls after its request was answered 202, the caller's
+tasks, cancel and retry.
 
     from offload.status import router as task_status
 
-    app.include_router(task_status)    # GET /tasks/{task_id}, GET /tasks
+    app.include_router(task_status)
+    # GET /tasks/{task_id}, GET /tasks, DELETE /tasks/{task_id}, POST /tasks/{task_id}/retry
 
 A task is shown to the caller who created it (the JWT `sub` that API Gateway's authorizer
 checked), or to anyone if it has no owner (no JWT: the local system, plain uvicorn). Another
@@ -14,45 +15,64 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
+from botocore.exceptions import BotoCoreError, ClientError
 from fastapi import APIRouter, HTTPException, Query, Request, status
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from offload.aws.tasks_table import MAX_CURSOR_CHARS, MAX_LIST_LIMIT, InvalidCursorError
 from offload.fastapi import OffloadDep, caller_subject
-from offload.models import TaskState
+from offload.models import TaskRecord, TaskState, Transition, unrecorded, utcnow
+from offload.observability import logger
 from offload.wiring import Offload
 
 
 class TaskPublic(BaseModel):
     task_id: UUID
-    kind: str
+    kind: str | None = Field(
+        description="The task's name; null while no worker has recorded the task yet."
+    )
     state: TaskState
     attempts: int
     created_at: datetime
     updated_at: datetime
     error: str | None = None
     result: Any = None
-    # When a scheduled task runs (it stays `scheduled` until a worker takes it).
-    run_at: datetime | None = None
+    run_at: datetime | None = Field(default=None, description="When a scheduled task is due.")
+    history: list[Transition] = Field(
+        default_factory=list,
+        description="The task's transitions, oldest first (state, time, attempt, error).",
+    )
 
 
 class TaskNotFound(BaseModel):
     detail: str
 
 
+class TaskConflict(BaseModel):
+    detail: str
+    state: TaskState = Field(description="The state the task is in.")
+
+
 class TaskPage(BaseModel):
     tasks: list[TaskPublic]
-    # Pass it as `cursor` for the next page; null after the last one.
-    next_cursor: str | None = None
+    next_cursor: str | None = Field(
+        default=None, description="Pass it as `cursor` for the next page; null after the last."
+    )
 
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 
+NOT_FOUND = {"model": TaskNotFound, "description": "No such task (or not yours)."}
 NOT_RECORDED = {
     "model": TaskNotFound,
     "description": "Task status is not recorded here (no OFFLOAD_TASKS_TABLE).",
 }
+
+
+class Conflict(HTTPException):
+    def __init__(self, detail: str, state: TaskState) -> None:
+        super().__init__(status.HTTP_409_CONFLICT, detail={"detail": detail, "state": state})
 
 
 def _recorded(offload: Offload) -> None:
@@ -63,6 +83,22 @@ def _recorded(offload: Offload) -> None:
             detail="task status is not recorded: OFFLOAD_TASKS_TABLE is not set "
             "(in-process mode; run the local system with `offload run` for durable tasks)",
         )
+
+
+async def _task(offload: Offload, task_id: UUID, subject: str | None) -> TaskRecord:
+    """The task as `subject` may see it (a record-less id issued to them reads as queued);
+    404 for a task that does not exist, or is another caller's."""
+    record = await run_in_threadpool(offload.tasks.get, task_id)
+    if record is None:
+        retention = offload.settings.message_retention_seconds
+        record = unrecorded(task_id, subject, utcnow(), retention)
+    if record is None or not record.visible_to(subject):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no task {task_id}")
+    return record
+
+
+def _public(record: TaskRecord) -> TaskPublic:
+    return TaskPublic.model_validate(record.model_dump())
 
 
 @router.get(
@@ -85,8 +121,9 @@ async def list_tasks(
     ] = None,
 ) -> TaskPage:
     """Your tasks, newest first, a page at a time (every task when the API has no callers'
-    identities: the local system without a JWT). A page filtered by state or kind may hold
-    fewer than `limit` tasks and still have a next one."""
+    identities: the local system without a JWT). A task is listed once it has a record:
+    scheduled tasks at once, others when a worker takes them. A page filtered by state or kind
+    may hold fewer than `limit` tasks and still have a next one."""
     _recorded(offload)
     owner = caller_subject(request)
     try:
@@ -98,24 +135,110 @@ async def list_tasks(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             detail=[{"loc": ["query", "cursor"], "msg": str(exc), "type": "value_error"}],
         ) from exc
-    return TaskPage(
-        tasks=[TaskPublic.model_validate(r.model_dump()) for r in records],
-        next_cursor=next_cursor,
-    )
+    return TaskPage(tasks=[_public(r) for r in records], next_cursor=next_cursor)
 
 
 @router.get(
     "/{task_id}",
     name="get_task",
     responses={
-        status.HTTP_404_NOT_FOUND: {"model": TaskNotFound, "description": "No such task."},
+        status.HTTP_404_NOT_FOUND: NOT_FOUND,
         status.HTTP_503_SERVICE_UNAVAILABLE: NOT_RECORDED,
     },
 )
 async def get_task(task_id: UUID, request: Request, offload: OffloadDep) -> TaskPublic:
-    """The task's state: queued → running → succeeded, or retrying, dead, failed (with why)."""
+    """The task's state: queued → running → succeeded, or retrying, dead, failed (with why),
+    scheduled (until `run_at`) or cancelled; with its history."""
     _recorded(offload)
-    record = await run_in_threadpool(offload.tasks.get, task_id)
-    if record is None or not record.visible_to(caller_subject(request)):
+    return _public(await _task(offload, task_id, caller_subject(request)))
+
+
+@router.delete(
+    "/{task_id}",
+    name="cancel_task",
+    responses={
+        status.HTTP_404_NOT_FOUND: NOT_FOUND,
+        status.HTTP_409_CONFLICT: {
+            "model": TaskConflict,
+            "description": "The task is running or finished: it cannot be cancelled.",
+        },
+        status.HTTP_503_SERVICE_UNAVAILABLE: NOT_RECORDED,
+    },
+)
+async def cancel_task(task_id: UUID, request: Request, offload: OffloadDep) -> TaskPublic:
+    """Cancel a task that has not started (queued, scheduled or retrying): it becomes
+    `cancelled`, its one-time schedule is deleted, and a worker that receives its message
+    drops it."""
+    _recorded(offload)
+    subject = caller_subject(request)
+    cancelled, state = await run_in_threadpool(offload.tasks.cancel, task_id, subject)
+    if state is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no task {task_id}")
-    return TaskPublic.model_validate(record.model_dump())
+    if not cancelled:
+        raise Conflict(
+            f"task {task_id} is {state}: only a task that has not started can be cancelled", state
+        )
+    if offload.settings.schedule_group:
+        try:
+            await run_in_threadpool(offload.scheduler.delete, task_id)
+        except (BotoCoreError, ClientError):  # the worker drops the firing's message anyway
+            logger.exception("one-time schedule not deleted", extra={"task_id": str(task_id)})
+    return _public(await _task(offload, task_id, subject))
+
+
+@router.post(
+    "/{task_id}/retry",
+    name="retry_task",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={
+        status.HTTP_404_NOT_FOUND: NOT_FOUND,
+        status.HTTP_409_CONFLICT: {
+            "model": TaskConflict,
+            "description": "The task is not dead, or its message was not kept.",
+        },
+        status.HTTP_503_SERVICE_UNAVAILABLE: {
+            "model": TaskNotFound,
+            "description": "Not recorded here, or SQS did not take the message; retry.",
+        },
+    },
+)
+async def retry_task(task_id: UUID, request: Request, offload: OffloadDep) -> TaskPublic:
+    """Queue a dead task again, under the same id, with the message it died with; its history
+    keeps the reason it died."""
+    _recorded(offload)
+    subject = caller_subject(request)
+    record = await _task(offload, task_id, subject)
+    if record.state is not TaskState.DEAD:
+        raise Conflict(
+            f"task {task_id} is {record.state}: only a dead task can be retried", record.state
+        )
+    kept = await run_in_threadpool(offload.tasks.dead_message, task_id)
+    if kept is None:
+        raise Conflict(
+            f"task {task_id} did not keep its message (too large, or its worker stopped on its "
+            "last attempt): redrive it from its dead-letter queue (offload dlq redrive)",
+            record.state,
+        )
+    if not await run_in_threadpool(offload.tasks.requeue_dead, record):
+        now = await _task(offload, task_id, subject)
+        raise Conflict(f"task {task_id} changed meanwhile: it is {now.state}", now.state)
+    queue, body = kept
+    attributes: dict[str, Any] = {"task_id": {"DataType": "String", "StringValue": str(task_id)}}
+    if record.kind:
+        attributes["kind"] = {"DataType": "String", "StringValue": record.kind}
+    try:
+        await run_in_threadpool(
+            offload.sqs.send_raw, offload.settings.queue_url(queue), body, attributes
+        )
+    except (BotoCoreError, ClientError) as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        await run_in_threadpool(
+            offload.tasks.not_enqueued, task_id, record.kind or "unknown", record.owner, reason
+        )
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail=f"the task could not be queued again: {reason}",
+            headers={"Retry-After": "1"},
+        ) from exc
+    logger.info("dead task queued again", extra={"task_id": str(task_id), "queue": queue})
+    return _public(await _task(offload, task_id, subject))

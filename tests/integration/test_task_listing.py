@@ -1,23 +1,21 @@
 """TasksTable.list: a caller's tasks (or every task), newest first, page by page, through the
 table's listing indexes in moto."""
 
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import pytest
 
 from offload.aws.tasks_table import MAX_LIST_LIMIT, InvalidCursorError
 from offload.models import TaskState
 from offload.wiring import Offload
-from tests.support import AwsStack
+from tests.support import AwsStack, owned_task
 
 ALICE = "alice-sub"
 BOB = "bob-sub"
 
 
 def record(offload: Offload, owner: str | None, state: TaskState = TaskState.RUNNING) -> UUID:
-    task_id = uuid4()
-    assert offload.tasks.transition(task_id, "write_log", state, owner=owner)
-    return task_id
+    return owned_task(offload, owner, state)
 
 
 def every_page(
@@ -60,8 +58,7 @@ def test_without_an_owner_the_listing_holds_every_task(aws: AwsStack, offload: O
 def test_filters_by_state_and_kind(aws: AwsStack, offload: Offload) -> None:
     running = record(offload, ALICE)
     done = record(offload, ALICE, TaskState.SUCCEEDED)
-    other_kind = uuid4()
-    offload.tasks.transition(other_kind, "send_email", TaskState.SUCCEEDED, owner=ALICE)
+    other_kind = owned_task(offload, ALICE, TaskState.SUCCEEDED, kind="send_email")
 
     by_state = every_page(offload, ALICE, 1, state=TaskState.SUCCEEDED)
     by_kind = every_page(offload, ALICE, 50, kind="write_log")

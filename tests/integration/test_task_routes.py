@@ -4,12 +4,12 @@ handler, as API Gateway invokes it once the JWT authorizer accepted the caller."
 import json
 from typing import Any
 from urllib.parse import urlencode
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from api.main import handler
 from offload.models import TaskState
 from tests.integration.test_task_ownership import ALICE, BOB, as_caller, at
-from tests.support import AwsStack, EventLoader, installed
+from tests.support import AwsStack, EventLoader, installed, owned_task
 
 READ, WRITE = "offload/tasks.read", "offload/tasks.write"
 
@@ -34,9 +34,7 @@ def call(
 def recorded(
     owner: str | None, state: TaskState = TaskState.RUNNING, kind: str = "write_log"
 ) -> UUID:
-    task_id = uuid4()
-    assert installed().tasks.transition(task_id, kind, state, owner=owner)
-    return task_id
+    return owned_task(installed(), owner, state, kind)
 
 
 def test_a_caller_pages_through_its_own_tasks(
