@@ -17,6 +17,7 @@ from uuid import UUID
 
 from botocore.exceptions import BotoCoreError, ClientError
 from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -70,9 +71,9 @@ NOT_RECORDED = {
 }
 
 
-class Conflict(HTTPException):
-    def __init__(self, detail: str, state: TaskState) -> None:
-        super().__init__(status.HTTP_409_CONFLICT, detail={"detail": detail, "state": state})
+def _conflict(detail: str, state: TaskState) -> JSONResponse:
+    body = TaskConflict(detail=detail, state=state)
+    return JSONResponse(body.model_dump(mode="json"), status_code=status.HTTP_409_CONFLICT)
 
 
 def _recorded(offload: Offload) -> None:
@@ -156,6 +157,7 @@ async def get_task(task_id: UUID, request: Request, offload: OffloadDep) -> Task
 @router.delete(
     "/{task_id}",
     name="cancel_task",
+    response_model=TaskPublic,
     responses={
         status.HTTP_404_NOT_FOUND: NOT_FOUND,
         status.HTTP_409_CONFLICT: {
@@ -165,7 +167,9 @@ async def get_task(task_id: UUID, request: Request, offload: OffloadDep) -> Task
         status.HTTP_503_SERVICE_UNAVAILABLE: NOT_RECORDED,
     },
 )
-async def cancel_task(task_id: UUID, request: Request, offload: OffloadDep) -> TaskPublic:
+async def cancel_task(
+    task_id: UUID, request: Request, offload: OffloadDep
+) -> TaskPublic | JSONResponse:
     """Cancel a task that has not started (queued, scheduled or retrying): it becomes
     `cancelled`, its one-time schedule is deleted, and a worker that receives its message
     drops it."""
@@ -175,7 +179,7 @@ async def cancel_task(task_id: UUID, request: Request, offload: OffloadDep) -> T
     if state is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no task {task_id}")
     if not cancelled:
-        raise Conflict(
+        return _conflict(
             f"task {task_id} is {state}: only a task that has not started can be cancelled", state
         )
     if offload.settings.schedule_group:
@@ -190,6 +194,7 @@ async def cancel_task(task_id: UUID, request: Request, offload: OffloadDep) -> T
     "/{task_id}/retry",
     name="retry_task",
     status_code=status.HTTP_202_ACCEPTED,
+    response_model=TaskPublic,
     responses={
         status.HTTP_404_NOT_FOUND: NOT_FOUND,
         status.HTTP_409_CONFLICT: {
@@ -202,26 +207,28 @@ async def cancel_task(task_id: UUID, request: Request, offload: OffloadDep) -> T
         },
     },
 )
-async def retry_task(task_id: UUID, request: Request, offload: OffloadDep) -> TaskPublic:
+async def retry_task(
+    task_id: UUID, request: Request, offload: OffloadDep
+) -> TaskPublic | JSONResponse:
     """Queue a dead task again, under the same id, with the message it died with; its history
     keeps the reason it died."""
     _recorded(offload)
     subject = caller_subject(request)
     record = await _task(offload, task_id, subject)
     if record.state is not TaskState.DEAD:
-        raise Conflict(
+        return _conflict(
             f"task {task_id} is {record.state}: only a dead task can be retried", record.state
         )
     kept = await run_in_threadpool(offload.tasks.dead_message, task_id)
     if kept is None:
-        raise Conflict(
+        return _conflict(
             f"task {task_id} did not keep its message (too large, or its worker stopped on its "
             "last attempt): redrive it from its dead-letter queue (offload dlq redrive)",
             record.state,
         )
     if not await run_in_threadpool(offload.tasks.requeue_dead, record):
         now = await _task(offload, task_id, subject)
-        raise Conflict(f"task {task_id} changed meanwhile: it is {now.state}", now.state)
+        return _conflict(f"task {task_id} changed meanwhile: it is {now.state}", now.state)
     queue, body = kept
     attributes: dict[str, Any] = {"task_id": {"DataType": "String", "StringValue": str(task_id)}}
     if record.kind:
