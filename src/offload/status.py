@@ -11,20 +11,22 @@ checked), or to anyone if it has no owner (no JWT: the local system, plain uvico
 caller's task is answered exactly like a missing one (404): its existence stays hidden.
 """
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from botocore.exceptions import BotoCoreError, ClientError
 from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from offload import control
 from offload.aws.tasks_table import MAX_CURSOR_CHARS, MAX_LIST_LIMIT, InvalidCursorError
+from offload.control import NoSuchTaskError
+from offload.errors import EnqueueError
 from offload.fastapi import OffloadDep, caller_subject
-from offload.models import TaskRecord, TaskState, Transition, unrecorded, utcnow
-from offload.observability import logger
+from offload.models import TaskRecord, TaskState, Transition
 from offload.wiring import Offload
 
 
@@ -86,16 +88,12 @@ def _recorded(offload: Offload) -> None:
         )
 
 
-async def _task(offload: Offload, task_id: UUID, subject: str | None) -> TaskRecord:
-    """The task as `subject` may see it (a record-less id issued to them reads as queued);
-    404 for a task that does not exist, or is another caller's."""
-    record = await run_in_threadpool(offload.tasks.get, task_id)
-    if record is None:
-        retention = offload.settings.message_retention_seconds
-        record = unrecorded(task_id, subject, utcnow(), retention)
-    if record is None or not record.visible_to(subject):
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no task {task_id}")
-    return record
+async def _run(action: Callable[..., TaskRecord], *args: Any) -> TaskRecord:
+    """Run a control action in the thread pool; NoSuchTaskError is a 404."""
+    try:
+        return await run_in_threadpool(action, *args)
+    except NoSuchTaskError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from exc
 
 
 def _public(record: TaskRecord) -> TaskPublic:
@@ -151,7 +149,7 @@ async def get_task(task_id: UUID, request: Request, offload: OffloadDep) -> Task
     """The task's state: queued → running → succeeded, or retrying, dead, failed (with why),
     scheduled (until `run_at`) or cancelled; with its history."""
     _recorded(offload)
-    return _public(await _task(offload, task_id, caller_subject(request)))
+    return _public(await _run(control.find, offload, task_id, caller_subject(request)))
 
 
 @router.delete(
@@ -174,20 +172,10 @@ async def cancel_task(
     `cancelled`, its one-time schedule is deleted, and a worker that receives its message
     drops it."""
     _recorded(offload)
-    subject = caller_subject(request)
-    cancelled, state = await run_in_threadpool(offload.tasks.cancel, task_id, subject)
-    if state is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no task {task_id}")
-    if not cancelled:
-        return _conflict(
-            f"task {task_id} is {state}: only a task that has not started can be cancelled", state
-        )
-    if offload.settings.schedule_group:
-        try:
-            await run_in_threadpool(offload.scheduler.delete, task_id)
-        except (BotoCoreError, ClientError):  # the worker drops the firing's message anyway
-            logger.exception("one-time schedule not deleted", extra={"task_id": str(task_id)})
-    return _public(await _task(offload, task_id, subject))
+    try:
+        return _public(await _run(control.cancel, offload, task_id, caller_subject(request)))
+    except control.RefusedError as refused:
+        return _conflict(refused.detail, refused.state)
 
 
 @router.post(
@@ -213,39 +201,11 @@ async def retry_task(
     """Queue a dead task again, under the same id, with the message it died with; its history
     keeps the reason it died."""
     _recorded(offload)
-    subject = caller_subject(request)
-    record = await _task(offload, task_id, subject)
-    if record.state is not TaskState.DEAD:
-        return _conflict(
-            f"task {task_id} is {record.state}: only a dead task can be retried", record.state
-        )
-    kept = await run_in_threadpool(offload.tasks.dead_message, task_id)
-    if kept is None:
-        return _conflict(
-            f"task {task_id} did not keep its message (too large, or its worker stopped on its "
-            "last attempt): redrive it from its dead-letter queue (offload dlq redrive)",
-            record.state,
-        )
-    if not await run_in_threadpool(offload.tasks.requeue_dead, record):
-        now = await _task(offload, task_id, subject)
-        return _conflict(f"task {task_id} changed meanwhile: it is {now.state}", now.state)
-    queue, body = kept
-    attributes: dict[str, Any] = {"task_id": {"DataType": "String", "StringValue": str(task_id)}}
-    if record.kind:
-        attributes["kind"] = {"DataType": "String", "StringValue": record.kind}
     try:
-        await run_in_threadpool(
-            offload.sqs.send_raw, offload.settings.queue_url(queue), body, attributes
-        )
-    except (BotoCoreError, ClientError) as exc:
-        reason = f"{type(exc).__name__}: {exc}"
-        await run_in_threadpool(
-            offload.tasks.not_enqueued, task_id, record.kind or "unknown", record.owner, reason
-        )
+        return _public(await _run(control.retry, offload, task_id, caller_subject(request)))
+    except control.RefusedError as refused:
+        return _conflict(refused.detail, refused.state)
+    except EnqueueError as exc:
         raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE,
-            detail=f"the task could not be queued again: {reason}",
-            headers={"Retry-After": "1"},
+            status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc), headers={"Retry-After": "1"}
         ) from exc
-    logger.info("dead task queued again", extra={"task_id": str(task_id), "queue": queue})
-    return _public(await _task(offload, task_id, subject))
