@@ -236,4 +236,4 @@ def _task(body: str) -> str:
         message = TaskMessage.model_validate_json(body)
     except ValueError:
         return ""
-    return f"  task {str(message.task_id)[:8]} {message.kind}"
+    return f"  task {message.task_id} {message.kind}"
