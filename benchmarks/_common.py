@@ -41,6 +41,11 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def quick() -> bool:
+    """`make bench ARGS=--quick`: fewer rounds and smaller files, a smoke run of every figure."""
+    return os.environ.get("OFFLOAD_BENCH_QUICK") == "1"
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

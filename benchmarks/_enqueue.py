@@ -2,9 +2,10 @@
 
 `python -m benchmarks._enqueue {mock|server} ROUNDS OUT.json` times `api.main.handler` on an HTTP
 API v2 `POST /emails` event against the bare Mangum handler, interleaved, and writes every
-sample to OUT.json. With `server`, AWS_ENDPOINT_URL must point at moto's server; with `mock`,
-moto runs in this process (`mock_aws`). Logs go to this process's stdout, which the caller
-discards.
+sample (wall and CPU time of this process, in ms) to OUT.json. With `server`,
+AWS_ENDPOINT_URL must point at moto's server or at the latency model in front of it
+(BENCH_MOTO_URL then names moto itself, for the harness's own calls); with `mock`, moto runs in
+this process (`mock_aws`). Logs go to this process's stdout, which the caller discards.
 """
 
 import json
@@ -131,12 +132,13 @@ def measure(rounds: int) -> dict[str, list[float]]:
 
     event = emails_event()
     context = Context()
-    sqs = boto3.client("sqs")
+    # The harness drains the queues directly (not through the latency model, if there is one).
+    sqs = boto3.client("sqs", endpoint_url=os.environ.get("BENCH_MOTO_URL") or None)
     handlers: dict[str, Callable[[dict[str, Any], Any], dict[str, Any]]] = {
         "offload": offload_handler,
         "bare": bare_handler,
     }
-    samples: dict[str, list[float]] = {name: [] for name in handlers}
+    samples: dict[str, list[float]] = {n: [] for name in handlers for n in (name, f"{name}_cpu")}
     warmup = 10
     for index in range(warmup + rounds):
         if index % DRAIN_EVERY == 0:
@@ -144,13 +146,14 @@ def measure(rounds: int) -> dict[str, list[float]]:
                 _drain(sqs, url)
         order = list(handlers) if index % 2 == 0 else list(reversed(handlers))
         for name in order:
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             response = handlers[name](event, context)
-            elapsed = time.perf_counter() - start
+            elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
             if response["statusCode"] != 202:
                 raise RuntimeError(f"{name}: {response['statusCode']} {response['body']}")
             if index >= warmup:
                 samples[name].append(elapsed * 1000)
+                samples[f"{name}_cpu"].append(cpu * 1000)
     return samples
 
 
