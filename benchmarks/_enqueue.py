@@ -90,7 +90,8 @@ def http_api_event(path: str, body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _provision() -> dict[str, str]:
+def provision() -> dict[str, str]:
+    """The table and queues of (a) and (b), in the AWS that boto3 reaches now; their settings."""
     dynamodb = boto3.client("dynamodb")
     dynamodb.create_table(
         TableName="bench-tasks",
@@ -103,13 +104,18 @@ def _provision() -> dict[str, str]:
         name: sqs.create_queue(QueueName=f"bench-{name}")["QueueUrl"]
         for name in ("email", "tasks", "bare")
     }
-    os.environ.update(
-        OFFLOAD_TASKS_TABLE="bench-tasks",
-        OFFLOAD_EMAIL_QUEUE_URL=queues["email"],
-        OFFLOAD_TASK_QUEUE_URL=queues["tasks"],
-        BENCH_QUEUE_URL=queues["bare"],
-    )
-    return queues
+    return {
+        "OFFLOAD_TASKS_TABLE": "bench-tasks",
+        "OFFLOAD_EMAIL_QUEUE_URL": queues["email"],
+        "OFFLOAD_TASK_QUEUE_URL": queues["tasks"],
+        "BENCH_QUEUE_URL": queues["bare"],
+    }
+
+
+def _provision() -> list[str]:
+    settings = provision()
+    os.environ.update(settings)
+    return [url for name, url in settings.items() if name.endswith("QUEUE_URL")]
 
 
 def _drain(sqs: Any, queue_url: str) -> None:
@@ -142,7 +148,7 @@ def measure(rounds: int) -> dict[str, list[float]]:
     warmup = 10
     for index in range(warmup + rounds):
         if index % DRAIN_EVERY == 0:
-            for url in queues.values():
+            for url in queues:
                 _drain(sqs, url)
         order = list(handlers) if index % 2 == 0 else list(reversed(handlers))
         for name in order:

@@ -143,8 +143,9 @@ def classify(
 ) -> tuple[str, str, str]:
     """(caller, service, operation) of one request."""
     params = parse_qs(query, keep_blank_values=True)
-    credential = headers.get("authorization", "") or "Credential=" + (
-        params.get("X-Amz-Credential", [""])[0]
+    credential = (
+        headers.get("authorization", "")
+        or "Credential=" + (params.get("X-Amz-Credential", [""])[0])
     )
     found = _CREDENTIAL.search(credential)
     content_type = headers.get("content-type", "")

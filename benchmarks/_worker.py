@@ -62,9 +62,7 @@ def main(batches: int, out: Path) -> None:
     sqs = boto3.client("sqs", endpoint_url=direct)
     queue_url, queue_arn = os.environ["OFFLOAD_EMAIL_QUEUE_URL"], os.environ["BENCH_QUEUE_ARN"]
     sender = os.environ["OFFLOAD_SENDER_EMAIL"]
-    ses = boto3.client(
-        "sesv2", aws_access_key_id=BASELINE_KEY, aws_secret_access_key=BASELINE_KEY
-    )
+    ses = boto3.client("sesv2", aws_access_key_id=BASELINE_KEY, aws_secret_access_key=BASELINE_KEY)
 
     def send(index: int) -> str:
         response = ses.send_email(

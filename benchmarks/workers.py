@@ -117,7 +117,8 @@ def cost_rows(data: dict[str, Any], api_ms: float) -> list[Row]:
         return sum(
             n
             for op, n in both.items()
-            if op.split(".")[0] == service and (operations is None or op.split(".")[1] in operations)
+            if op.split(".")[0] == service
+            and (operations is None or op.split(".")[1] in operations)
         )
 
     writes = total("dynamodb", prices.DYNAMODB_WRITES)
@@ -216,7 +217,7 @@ def worker_figures(batches: int) -> list[Row]:
                 "value": value,
                 "baseline": baseline,
                 "ratio": value / baseline,
-                "target": "≥ 0.8×",
+                "target": "≥ 0.8\u00d7",
                 "unit": "rec/s",
                 "variant": variant,
                 "passed": value / baseline >= 0.8,
