@@ -132,7 +132,11 @@ def _drain(sqs: Any, queue_url: str) -> None:
 
 
 def measure(rounds: int) -> dict[str, list[float]]:
-    queues = _provision()
+    if "BENCH_QUEUE_URL" in os.environ:  # provisioned by the caller (benchmarks.api)
+        names = ("OFFLOAD_EMAIL_QUEUE_URL", "OFFLOAD_TASK_QUEUE_URL", "BENCH_QUEUE_URL")
+        queues = [os.environ[name] for name in names]
+    else:
+        queues = _provision()
     from api.main import handler as offload_handler
     from benchmarks.baselines.bare_handler import handler as bare_handler
 
