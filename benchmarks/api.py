@@ -46,11 +46,11 @@ from benchmarks._common import (
 )
 from benchmarks._latency import Endpoint, aws_endpoint, configured, describe
 
-COLD_RUNS = 7
-BUILT_RUNS = 4
-ENQUEUE_ROUNDS = 300
+COLD_RUNS = 5
+BUILT_RUNS = 3
+ENQUEUE_ROUNDS = 200
 BURST_SIZE = 200
-BURST_ROUNDS = 3
+BURST_ROUNDS = 2
 TASK_SECONDS = 2.0
 PROBE_WINDOW_SECONDS = 12.0  # the seed's 200 tasks drain in ~10 s
 IDLE_PROBES = 40
@@ -98,7 +98,8 @@ def cold_start_figures(runs: int = COLD_RUNS) -> list[Row]:
     rows: list[Row] = []
     for variant, delays in _variants().items():
         with _resources(delays) as (_, env):
-            _cold_start("offload", env), _cold_start("bare", env)  # warm the file cache, .pyc
+            if variant == "moto":  # warm the file cache and the .pyc files
+                _cold_start("offload", env), _cold_start("bare", env)
             samples: dict[str, list[dict[str, float]]] = {"offload": [], "bare": []}
             for index in range(runs):
                 order = ("offload", "bare") if index % 2 == 0 else ("bare", "offload")
@@ -197,7 +198,7 @@ def _built_samples(
     event = json.dumps(emails_event()).encode()
     samples: dict[str, list[float]] = {name: [] for name in functions}
     for index in range(runs + 1):  # the first round warms the file cache
-        order = list(functions) if index % 2 == 0 else list(reversed(functions))
+        order = list(functions) if index % 2 else list(reversed(functions))
         for name in order:
             emulator = runtime.emulator(functions[name], lambda _line: None)
             try:
@@ -322,7 +323,7 @@ def _offload_system(logs: Path) -> Iterator[str]:
             "AWS_ENDPOINT_URL": moto_url,
             "OFFLOAD_TASK_MODULES": "benchmarks.subjects.slow_task",
         }
-        api_env = child_env(**stack.environment("ApiFunction"), **extra)
+        api_env = child_env(**{**stack.environment("ApiFunction"), **extra})
         source = next(s for s in stack.event_sources if s.function == "TaskWorker")
         source = replace(source, environment={**source.environment, **extra})
         from offload.local.poller import spec_argument
@@ -445,12 +446,12 @@ def run() -> list[Row]:
     small = quick()
     return [
         *measured(
-            "(a) cold start of api.main", lambda: cold_start_figures(3 if small else COLD_RUNS)
+            "(a) cold start of api.main", lambda: cold_start_figures(2 if small else COLD_RUNS)
         ),
-        *measured("(a) built ApiFunction", lambda: built_figures(2 if small else BUILT_RUNS)),
+        *measured("(a) built ApiFunction", lambda: built_figures(1 if small else BUILT_RUNS)),
         *measured(
             "(b) POST /emails through Mangum",
-            lambda: enqueue_figures(60 if small else ENQUEUE_ROUNDS),
+            lambda: enqueue_figures(40 if small else ENQUEUE_ROUNDS),
         ),
         *measured(
             "(c) slowest GET /ping during a burst",
