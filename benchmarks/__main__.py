@@ -157,12 +157,17 @@ def plot(rows: list[Row], path: Path) -> Path:
         and r["ratio"] > 0
         and r.get("unit") != "$"
     ]
-    colours = {"latency model": "#1f77b4", "moto": "#ff7f0e", "moto in-process": "#ffbb78"}
+    colours = {
+        "latency model": "#1f77b4",
+        "moto": "#ff7f0e",
+        "moto in-process": "#ffbb78",
+        "no model (moto or a local file)": "#7f7f7f",
+    }
     height = 0.32 * len(drawn) + 1.2
     figure, axes = plt.subplots(figsize=(11, height))
     labels = [r["figure"] for r in reversed(drawn)]
     values = [r["ratio"] for r in reversed(drawn)]
-    bar_colours = [colours.get(r.get("variant", ""), "#7f7f7f") for r in reversed(drawn)]
+    bar_colours = [colours.get(r.get("variant") or "", "#7f7f7f") for r in reversed(drawn)]
     axes.barh(labels, values, color=bar_colours)
     axes.set_xscale("log")
     axes.axvline(1.0, color="black", linewidth=0.8)
@@ -171,7 +176,10 @@ def plot(rows: list[Row], path: Path) -> Path:
             f"{r['ratio']:.2f}{TIMES}", (r["ratio"], index), xytext=(3, -3),
             textcoords="offset points", fontsize=7,
         )  # fmt: skip
-    axes.set_xlabel(f"Offload / baseline (log scale; 1{TIMES} = as fast as the baseline)")
+    axes.set_xlabel(
+        f"Offload / baseline, log scale (1{TIMES}: the same; rec/s and MB/s: higher is better, "
+        "times and counts: lower is better)"
+    )
     axes.tick_params(axis="y", labelsize=7)
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colours.values()]
     axes.legend(handles, list(colours), fontsize=7, loc="lower right")
