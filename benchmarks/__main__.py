@@ -177,8 +177,8 @@ def plot(rows: list[Row], path: Path) -> Path:
             textcoords="offset points", fontsize=7,
         )  # fmt: skip
     axes.set_xlabel(
-        f"Offload / baseline, log scale (1{TIMES}: the same; rec/s and MB/s: higher is better, "
-        "times and counts: lower is better)"
+        f"Offload / baseline, log scale (1{TIMES}: the same)\n"
+        "rec/s and MB/s: higher is better; times, counts and memory: lower is better"
     )
     axes.tick_params(axis="y", labelsize=7)
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colours.values()]
