@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements/dev.lock pyproject.toml | s
 export POWERTOOLS_TRACE_DISABLED ?= true
 export POWERTOOLS_DEV ?= false
 
-.PHONY: help setup run test test-built unit integration e2e lint tools bench emails upload invoke dlq lock build deploy clean
+.PHONY: help setup run test test-built unit integration e2e lint tools bench tasks emails upload invoke dlq lock build deploy clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -25,20 +25,21 @@ setup: $(STAMP) ## Create .venv with the locked dependencies
 
 # ARGS=--built runs the built packages under the Lambda runtime emulator: it needs the SAM CLI.
 run: setup $(if $(findstring --built,$(ARGS)),.tools/sam/.installed) ## Run the whole system locally: moto, the API on :8000, and the workers
-	$(BIN)/python -m offload.local run $(ARGS)
+	$(BIN)/offload run $(ARGS)
 
-# The local system by default; for AWS: make dlq ARGS="list --stack offload-prod" DLQ_ENDPOINT=
-DLQ_ENDPOINT ?= http://127.0.0.1:$(or $(OFFLOAD_MOTO_PORT),4566)
+tasks: setup ## The tasks: make tasks ARGS="list --state dead" (or "show ID", "cancel ID", "retry ID")
+	$(BIN)/offload tasks $(or $(ARGS),list)
+
+# The local system by default; for AWS: make dlq ARGS="list --stack offload-prod"
 dlq: setup ## DLQ tools: make dlq ARGS="list|redrive|purge --yes [--queue email]"
-	$(if $(DLQ_ENDPOINT),AWS_ENDPOINT_URL=$(DLQ_ENDPOINT) AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_DEFAULT_REGION=us-east-1) \
-		$(BIN)/python -m offload.dlq --stack $${OFFLOAD_STACK:-offload-local} $(or $(ARGS),list)
+	$(BIN)/offload dlq $(or $(ARGS),list)
 
 emails: setup ## List the emails the local system's SES has sent
-	$(BIN)/python -m offload.local emails
+	$(BIN)/offload emails $(ARGS)
 
 upload: setup ## Upload FILE=path.csv to the running local system and print its summary
 	@test -n "$(FILE)" || (echo "usage: make upload FILE=path/to/file.csv" && exit 2)
-	$(BIN)/python -m offload.local upload "$(FILE)"
+	$(BIN)/offload upload "$(FILE)" $(ARGS)
 
 test: setup ## Run every test: unit, integration, e2e, reliability
 	$(BIN)/pytest

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from offload.models import TaskMessage
 
 if TYPE_CHECKING:
+    from offload.models import TaskState
     from offload.wiring import Offload
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -180,3 +181,36 @@ def installed() -> "Offload":
     offload = email.handler.offload
     assert offload is not None, "no Offload composed: use the env or aws fixture"
     return offload
+
+
+def record_task(
+    task_id: Any,
+    kind: str,
+    state: "TaskState",
+    *,
+    attempts: int = 1,
+    error: str | None = None,
+    result: Any = None,
+    origin: str | None = None,
+) -> None:
+    """Record a task in `state` as a worker does: its claim, then (unless `running`) its
+    outcome, on the claim."""
+    from offload.models import TaskState
+
+    tasks = installed().tasks
+    claim = tasks.claim(task_id, kind, attempts=attempts, lease_seconds=30, origin=origin)
+    assert claim.token is not None, claim
+    if state is not TaskState.RUNNING:
+        assert tasks.finish(
+            task_id, claim.token, state, attempts=attempts, error=error, result=result
+        )
+
+
+def offload_command(*args: str, obj: Any = None, env: dict[str, str] | None = None) -> Any:
+    """`offload ARGS` run in this process (Typer's CliRunner): its exit_code, stdout and stderr.
+    `obj`: the Offload that the dlq commands work through (default: composed as they do)."""
+    from typer.testing import CliRunner
+
+    from offload.cli.app import app
+
+    return CliRunner().invoke(app, list(args), obj=obj, env=env, catch_exceptions=False)

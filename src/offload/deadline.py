@@ -1,7 +1,7 @@
 """The current invocation's deadline, for a call that must not be cut off by the Lambda timeout.
 
 SES SendEmail has no idempotency token: if the Lambda timed out between SES accepting an email
-and the idempotency record saying so, the redelivery would send it again. So the worker records
+and the task's record saying so, the redelivery would send it again. So the worker records
 each invocation's context here, and such a call first checks that its worst case, and the write
 that records its effect, fit in the time left. Outside a worker (no context) nothing is checked.
 """

@@ -1,12 +1,11 @@
 """Dead-letter queue tooling: list, redrive and purge, per queue, on AWS or the local system.
 
-    offload dlq list [--queue email] [--local | --stack NAME]
+    offload dlq list [--queue email] [--stack NAME]
     offload dlq redrive [--queue email]
     offload dlq purge --queue email --yes
 
-Queue URLs come from the OFFLOAD_* settings (what the functions get), from a stack's outputs
-with --stack NAME, or from the running local system with --local (its moto on 127.0.0.1 at
-OFFLOAD_MOTO_PORT, 4566 by default; `make dlq` uses it).
+The command (offload.cli.dlq) works on the running local system by default, or on a deployed
+stack's queues with --stack NAME; the functions here take an Offload and the queue pairs.
 
 Redrive decides per message, by the status of the task it names: a `dead` task goes back to
 `queued` (a write that requires it to be dead still), then that very message is copied to the
@@ -16,24 +15,22 @@ finished (`succeeded` or `failed`) is deleted, never run again, and logged; anyt
 counted with the reason.
 """
 
-import argparse
 import json
 import os
 import sys
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 from uuid import UUID
 
 from offload.aws import cloudformation
-from offload.aws.errors import unreachable
 from offload.aws.sqs import Sqs
 from offload.models import TaskState
 from offload.observability import logger
 from offload.queues import QUEUES
 from offload.settings import Settings
-from offload.wiring import Offload, build
+from offload.wiring import Offload
 from offload.worker.sources import s3_task_ids
 
 if TYPE_CHECKING:
@@ -80,7 +77,7 @@ def queue_pairs(settings: Settings, only: str | None = None) -> list[QueuePair]:
     ]
     pairs = [p for p in pairs if p.queue_url and p.dlq_url and (only in (None, p.name))]
     if not pairs:
-        raise SystemExit(
+        raise LookupError(
             "no queues configured: set the OFFLOAD_*_QUEUE_URL and OFFLOAD_*_DLQ_URL "
             "variables, or pass --stack NAME"
         )
@@ -302,112 +299,32 @@ def purge(offload: Offload, pair: QueuePair) -> None:
     offload.sqs.purge(pair.dlq_url)
 
 
-def _use_stack(name: str) -> None:
-    for output, value in cloudformation.outputs(name).items():
-        if output in STACK_OUTPUTS:
-            os.environ[STACK_OUTPUTS[output]] = value
+def stack_environment(stack_name: str) -> dict[str, str]:
+    """The OFFLOAD_* variables that a stack's outputs give: its queues', DLQs' and table's."""
+    return {
+        STACK_OUTPUTS[output]: value
+        for output, value in cloudformation.outputs(stack_name).items()
+        if output in STACK_OUTPUTS
+    }
 
 
+# The stack that the local system (`offload run`) provisions in its moto.
 LOCAL_STACK = "offload-local"
 
 
-def _use_local_system() -> None:
-    """Point the AWS clients at the local system's moto (any credentials do)."""
-    port = os.environ.get("OFFLOAD_MOTO_PORT", "4566")
-    os.environ["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{port}"
-    for name, value in (
-        ("AWS_DEFAULT_REGION", "us-east-1"),
-        ("AWS_ACCESS_KEY_ID", "local"),
-        ("AWS_SECRET_ACCESS_KEY", "local"),
-    ):
-        os.environ.setdefault(name, value)
-
-
-def _short(text: str | None, width: int) -> str:
-    text = (text or "-").replace("\n", " ")
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def main(argv: Sequence[str] | None = None, offload: Offload | None = None) -> int:
-    """The command line; `offload` is what it runs on (default: composed from the environment,
-    after --local or --stack)."""
-    try:
-        return _main(argv, offload)
-    except Exception as exc:
-        reason = unreachable(exc)
-        if reason is None:
-            raise
-        print(
-            f"{reason}: is the local system running (`offload run`)? With other ports, export "
-            "OFFLOAD_MOTO_PORT (and use --local); for AWS, pass --stack NAME with your "
-            "credentials and region",
-            file=sys.stderr,
-        )
-        return 2
-
-
-def _main(argv: Sequence[str] | None, offload: Offload | None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="offload dlq",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("command", choices=["list", "redrive", "purge"])
-    parser.add_argument(
-        "--queue", choices=[q.name for q in QUEUES], help="only this queue (default: all)"
-    )
-    parser.add_argument("--stack", help="take queue URLs from this CloudFormation stack")
-    parser.add_argument(
-        "--local",
-        action="store_true",
-        help="the running local system (`offload run`): its moto at OFFLOAD_MOTO_PORT",
-    )
-    parser.add_argument("--yes", action="store_true", help="purge without asking")
-    parser.add_argument("--json", action="store_true", help="list as JSON lines")
-    args = parser.parse_args(argv)
-    if args.local:
-        _use_local_system()
-    if args.stack or args.local:
-        _use_stack(args.stack or LOCAL_STACK)
-    offload = offload or build()  # after --stack: the settings include the stack's outputs
-    pairs = queue_pairs(offload.settings, args.queue)
-
-    if args.command == "purge" and not args.yes:
-        names = ", ".join(p.name for p in pairs)
-        try:
-            answer = input(f"Delete every message in the DLQ of {names}? [y/N] ")
-        except EOFError:  # no terminal to ask
-            answer = ""
-        if answer.lower() != "y":
-            print("nothing purged (pass --yes to purge without asking)")
-            return 1
-    for pair in pairs:
-        if args.command == "list":
-            _print_list(offload, pair, as_json=args.json)
-        elif args.command == "redrive":
-            print(redrive(offload, pair).summary(pair.name))
-        else:
-            purge(offload, pair)
-            print(f"{pair.name}: DLQ purged")
-    return 0
-
-
-def _print_list(offload: Offload, pair: QueuePair, *, as_json: bool) -> None:
-    letters = list_dead_letters(offload, pair)
-    if as_json:
-        for letter in letters:
-            print(json.dumps({"queue": pair.name, **letter.__dict__}))
-        return
-    print(f"{pair.name}: {len(letters)} message(s) in {pair.dlq_url.rsplit('/', 1)[-1]}")
-    if letters:
-        print(f"  {'task id':<36}  {'kind':<14}  {'attempts':>8}  last error")
-    for letter in letters:
-        attempts = "-" if letter.attempts is None else str(letter.attempts)
-        print(
-            f"  {_short(letter.task_id, 36):<36}  {_short(letter.kind, 14):<14}  "
-            f"{attempts:>8}  {_short(letter.error, 100)}"
-        )
+def local_system_environment() -> dict[str, str]:
+    """The AWS variables that point clients at the running local system's moto (127.0.0.1 on
+    OFFLOAD_MOTO_PORT, 4566 by default; it takes any credentials)."""
+    return {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{os.environ.get('OFFLOAD_MOTO_PORT', '4566')}",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "local",
+        "AWS_SECRET_ACCESS_KEY": "local",
+    }
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m offload.dlq ARGS` is `offload dlq ARGS`.
+    from offload.cli import main
+
+    main(["dlq", *sys.argv[1:]])

@@ -24,7 +24,7 @@ caller (the JWT `sub`) as its owner; see caller_subject.
 import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from anyio import CapacityLimiter, to_thread
 from anyio.lowlevel import RunVar
@@ -50,6 +50,7 @@ from offload.registry import (
     name_of,
     queue_of,
 )
+from offload.task_ids import new_task_id
 from offload.wiring import Offload, build
 
 CORRELATION_HEADER = "x-correlation-id"
@@ -119,7 +120,10 @@ class DurableBackgroundTasks:
         task's queue is not configured and it will run in this process.
         """
         idempotent = self.idempotent
-        task_id = idempotent.task_id(self._added) if idempotent is not None else uuid4()
+        if idempotent is not None:
+            task_id = idempotent.task_id(self._added)
+        else:
+            task_id = new_task_id(self.owner)
         queue = queue_of(func)
         settings = self.offload.settings
         queued = not in_process.runs_here(queue, settings)
@@ -236,8 +240,9 @@ async def idempotent_request(request: Request) -> IdempotentRequest | None:
         )
     body = await request.body()
     digest = fingerprint(request.method, request.url.path, request.url.query, body)
-    scope = caller_subject(request) or "anonymous"
-    return IdempotentRequest(key=f"{scope}\n{key}", fingerprint=digest)
+    subject = caller_subject(request)
+    scope = subject or "anonymous"
+    return IdempotentRequest(key=f"{scope}\n{key}", fingerprint=digest, owner=subject)
 
 
 async def durable_background_tasks(

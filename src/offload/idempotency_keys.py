@@ -5,17 +5,19 @@ A client that sends `Idempotency-Key: <key>` gets, for 24 h (OFFLOAD_IDEMPOTENCY
   and body), with nothing enqueued a second time;
 - a conflict for the same key with a different request, or while the first is still enqueueing.
 
-Task ids are derived from the key (uuid5), so a retry returns the same ids before anything is
-stored; Powertools idempotency records that the request was enqueued, and the fingerprint of
-the request (payload validation) tells a genuine retry from a reused key. Keys are scoped to
-the caller (the JWT subject under API Gateway).
+Task ids are derived from the key (offload.task_ids.new_task_id, seeded with the key), so a
+retry returns the same ids before anything is stored. Such ids carry no issue time, so their
+tasks are recorded as `queued` when they are enqueued (offload.enqueue). Powertools idempotency
+records that the request was enqueued, and the fingerprint of the request (payload validation)
+tells a genuine retry from a reused key. Keys are scoped to the caller (the JWT subject under
+API Gateway).
 """
 
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-from uuid import UUID, uuid5
+from uuid import UUID
 
 from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyAlreadyInProgressError,
@@ -26,11 +28,11 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from offload.enqueue import TaskCall, enqueue
 from offload.errors import TaskError
 from offload.observability import logger
+from offload.task_ids import new_task_id
 from offload.wiring import Offload
 
 HEADER = "idempotency-key"
 MAX_KEY_LENGTH = 255
-_NAMESPACE = UUID("6f0f6d1e-8a4b-4c8e-9a57-0ff10ad00001")
 
 
 class IdempotencyConflictError(TaskError):
@@ -41,10 +43,11 @@ class IdempotencyConflictError(TaskError):
 class IdempotentRequest:
     key: str  # the caller's scope and the header value
     fingerprint: str  # sha256 of method, path, query and body
+    owner: str | None = None  # the caller's subject: its tasks' owner
 
     def task_id(self, index: int) -> UUID:
         """The id of the index-th task of this request: the same on every retry."""
-        return uuid5(_NAMESPACE, f"{self.key}\n{index}")
+        return new_task_id(self.owner, seed=f"{self.key}\n{index}".encode())
 
 
 def fingerprint(method: str, path: str, query: str, body: bytes) -> str:

@@ -17,14 +17,16 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
-from uuid import UUID, uuid4
+from uuid import UUID
 
+from offload.aws.tasks_table import MAX_LAMBDA_SECONDS
 from offload.errors import EnqueueError
 from offload.models import TaskState
 from offload.observability import logger
 from offload.queues import QueueName, queue_named
 from offload.registry import call
 from offload.settings import Settings
+from offload.task_ids import new_task_id
 from offload.wiring import Offload, running
 
 
@@ -55,7 +57,7 @@ class LocalCall:
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     reason: str
-    task_id: UUID = field(default_factory=uuid4)
+    task_id: UUID = field(default_factory=lambda: new_task_id(None))
 
     def run(self) -> Any:
         return call(self.function, *self.args, **self.kwargs)
@@ -128,20 +130,26 @@ def run(offload: Offload, task_call: Call) -> Any:
     task_id = task_call.task_id
     keys = {"task_id": str(task_id), "kind": kind, "in_process": True}
     logger.thread_safe_append_keys(**keys)
+    tasks = offload.tasks if record else None
     try:
-        if record:
-            offload.tasks.transition(task_id, kind, TaskState.RUNNING, attempts=1)
+        token = None
+        if tasks is not None:
+            claim = tasks.claim(task_id, kind, attempts=1, lease_seconds=MAX_LAMBDA_SECONDS)
+            if not claim.taken or claim.token is None:
+                logger.warning("in-process task already claimed; not run again")
+                return None
+            token = claim.token
         try:
             with running(offload):
                 result = task_call.run()
         except Exception as exc:
             logger.exception("in-process task failed; it will not be retried")
-            if record:
+            if tasks is not None and token is not None:
                 error = f"{type(exc).__name__}: {exc}"
-                offload.tasks.transition(task_id, kind, TaskState.FAILED, error=error)
+                tasks.finish(task_id, token, TaskState.FAILED, attempts=1, error=error)
             return None
-        if record:
-            offload.tasks.transition(task_id, kind, TaskState.SUCCEEDED, result=result)
+        if tasks is not None and token is not None:
+            tasks.finish(task_id, token, TaskState.SUCCEEDED, attempts=1, result=result)
         logger.info("in-process task succeeded")
         return result
     finally:

@@ -1,11 +1,16 @@
 """The task contract shared by the API and the workers."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from offload.task_ids import issued_at, issued_to, new_task_id
+
+# The longest error a history entry keeps (the record's `error` keeps more).
+MAX_HISTORY_ERROR = 300
 
 
 def utcnow() -> datetime:
@@ -13,6 +18,8 @@ def utcnow() -> datetime:
 
 
 class TaskState(StrEnum):
+    # Waiting for a later time (`run_at`): a delayed message or a one-time schedule.
+    SCHEDULED = "scheduled"
     QUEUED = "queued"
     RUNNING = "running"
     RETRYING = "retrying"
@@ -21,10 +28,12 @@ class TaskState(StrEnum):
     FAILED = "failed"
     # The message reached the dead-letter queue; an operator can inspect and redrive it.
     DEAD = "dead"
+    # Cancelled before it started (DELETE /tasks/{id}); a worker drops its message.
+    CANCELLED = "cancelled"
 
     @property
     def is_final(self) -> bool:
-        return self in {TaskState.SUCCEEDED, TaskState.FAILED, TaskState.DEAD}
+        return self in {TaskState.SUCCEEDED, TaskState.FAILED, TaskState.DEAD, TaskState.CANCELLED}
 
 
 class TaskMessage(BaseModel):
@@ -33,7 +42,7 @@ class TaskMessage(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     version: int = 1
-    task_id: UUID = Field(default_factory=uuid4)
+    task_id: UUID = Field(default_factory=lambda: new_task_id(None))
     kind: str = Field(min_length=1, max_length=128)
     payload: dict[str, Any] = Field(default_factory=dict)
     enqueued_at: datetime = Field(default_factory=utcnow)
@@ -45,11 +54,21 @@ class TaskMessage(BaseModel):
     owner: str | None = Field(default=None, max_length=256)
 
 
+class Transition(BaseModel):
+    """One entry of a task's history: the state it moved to, when, on which attempt, and why."""
+
+    state: TaskState
+    at: datetime
+    attempt: int = 0
+    error: str | None = Field(default=None, max_length=MAX_HISTORY_ERROR)
+
+
 class TaskRecord(BaseModel):
     """A task's status as stored in the tasks table and shown by GET /tasks/{task_id}."""
 
     task_id: UUID
-    kind: str
+    # None only for a task not recorded yet (see unrecorded): its id does not tell its kind.
+    kind: str | None
     state: TaskState
     attempts: int = 0
     created_at: datetime
@@ -60,6 +79,11 @@ class TaskRecord(BaseModel):
     owner: str | None = None
     # While `running`: when the worker that claimed the task can no longer be running.
     lease_expires_at: datetime | None = None
+    # When a scheduled task is due; the one-time schedule that will queue it, if any.
+    run_at: datetime | None = None
+    schedule_name: str | None = None
+    # Every move of the task, oldest first (bounded: see TasksTable).
+    history: list[Transition] = Field(default_factory=list)
 
     def as_of(self, now: datetime, max_receive_count: int) -> "TaskRecord":
         """The task as it stands at `now`: a claim on the queue's last receive whose worker
@@ -81,5 +105,34 @@ class TaskRecord(BaseModel):
         return self
 
     def visible_to(self, subject: str | None) -> bool:
-        """Whether `subject` may read this task: its owner, or anyone if it has none."""
-        return self.owner is None or self.owner == subject
+        """Whether `subject` may read (or cancel) this task: its owner. A record that names no
+        owner (an upload that its worker recorded first, from an S3 event) is the caller's whose
+        id says so (offload.task_ids); a task with neither (an id made elsewhere) is anyone's."""
+        if self.owner is not None:
+            return self.owner == subject
+        if issued_at(self.task_id) is not None:
+            return issued_to(self.task_id, subject)
+        return True
+
+
+def unrecorded(
+    task_id: UUID, subject: str | None, now: datetime, retention_seconds: int
+) -> TaskRecord | None:
+    """A task with no record yet, as its id tells it to `subject`: `queued` since its issue if
+    the id was issued to `subject` less than the queues' message retention ago (its message may
+    still be waiting for a worker); otherwise None (no such task, as far as `subject` may know).
+    """
+    issued = issued_at(task_id)
+    if issued is None or not issued_to(task_id, subject):
+        return None
+    if not now - timedelta(seconds=retention_seconds) <= issued <= now + timedelta(minutes=5):
+        return None
+    return TaskRecord(
+        task_id=task_id,
+        kind=None,
+        state=TaskState.QUEUED,
+        created_at=issued,
+        updated_at=issued,
+        owner=subject,
+        history=[Transition(state=TaskState.QUEUED, at=issued)],
+    )

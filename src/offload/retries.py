@@ -4,7 +4,6 @@ copied to the DLQ at once (dead_letter)."""
 
 import random
 from typing import TYPE_CHECKING
-from uuid import UUID
 
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
@@ -12,7 +11,6 @@ from offload.aws.sqs import Sqs
 from offload.models import TaskState
 from offload.observability import logger
 from offload.settings import Settings
-from offload.wiring import Offload
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.type_defs import MessageAttributeValueTypeDef
@@ -34,19 +32,16 @@ def backoff_seconds(attempt: int, settings: Settings) -> int:
     return random.randint(low, high)  # noqa: S311 - jitter, not crypto
 
 
-def record_transient_failure(
-    offload: Offload, task_id: UUID, kind: str, attempt: int, exc: BaseException
-) -> int:
-    """Record the failure on the task; returns the seconds its message should stay hidden.
+def transient_outcome(settings: Settings, attempt: int) -> tuple[TaskState, int]:
+    """What a transient failure on receive `attempt` makes of the task, and the seconds its
+    message should stay hidden.
 
     On the queue's last receive the task is `dead` and the delay is 0, so that SQS moves the
     message to the DLQ at once rather than after the visibility timeout.
     """
-    final = attempt >= offload.settings.max_receive_count
-    state = TaskState.DEAD if final else TaskState.RETRYING
-    reason = f"{type(exc).__name__}: {exc}"
-    offload.tasks.transition(task_id, kind, state, attempts=attempt, error=reason)
-    return 0 if final else backoff_seconds(attempt, offload.settings)
+    if attempt >= settings.max_receive_count:
+        return TaskState.DEAD, 0
+    return TaskState.RETRYING, backoff_seconds(attempt, settings)
 
 
 def show_again_in(sqs: Sqs, queue_url: str, receipt_handle: str, seconds: int) -> None:

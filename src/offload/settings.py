@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     # With the backoff below, 12 receives outlive 705 to 1410 s of failures (README, "Retries").
     max_receive_count: int = Field(default=12, ge=1)
     task_ttl_days: int = Field(default=14, ge=1)
+    # How long the task queues keep a message (their MessageRetentionPeriod: 4 days). A task
+    # with no record yet reads as `queued` to its owner for this long after its id was issued.
+    message_retention_seconds: int = Field(default=345_600, ge=60, le=1_209_600)
     # Retry backoff for transient errors: exponential from the receive count, with jitter, capped.
     retry_base_seconds: float = Field(default=2.0, ge=0)
     retry_max_seconds: int = Field(default=300, ge=0, le=43_200)
@@ -51,7 +54,7 @@ class Settings(BaseSettings):
     # A worker stops taking records when less than this much of its Lambda time is left. It
     # must cover one SES send and the write that records it (checked below).
     record_time_budget_ms: int = Field(default=20_000, ge=0)
-    # How long a finished task's idempotency record keeps duplicates from running it again.
+    # How long the API remembers an Idempotency-Key (offload.idempotency_keys).
     idempotency_ttl_seconds: int = Field(default=86_400, ge=60)
     # Claim check: a task message larger than this (the queues' MaximumMessageSize) is stored
     # in the payload bucket and the SQS message carries a pointer.

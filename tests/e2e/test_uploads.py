@@ -3,16 +3,19 @@ to the UploadQueue, the UploadWorker's poller, and the results read back over HT
 
 import csv
 import io
+import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import requests
 
-from offload.local.upload import upload
+from offload.cli.output import ExitCode
 from tests.e2e.conftest import LocalSystem
-from tests.support import ROOT
+from tests.e2e.local_system import clean_environment
+from tests.support import ROOT, offload_command
 
 pytestmark = pytest.mark.e2e
 
@@ -27,17 +30,66 @@ def make_csv(path: Path, rows: int) -> None:
                 out.write(f'{i}, name {i % 97} ,{i % 1000}.25,"note, {i % 7}"\r\n')  # duplicate
 
 
-def test_a_large_csv_goes_through_the_presigned_post_and_comes_back_clean(
+def upload_command(system: LocalSystem, path: Path, tmp_path: Path) -> tuple[int, str, str, int]:
+    """`offload upload PATH --json` in a process of its own, as in a terminal (Rich draws its
+    live progress bar): its exit code, stdout, stderr and peak memory (VmHWM, KiB)."""
+    out, err = tmp_path / f"{path.name}.out", tmp_path / f"{path.name}.err"
+    env = {
+        **clean_environment(),
+        "OFFLOAD_API_URL": system.api_url,
+        "TTY_COMPATIBLE": "1",  # Rich: draw as on a terminal, although stderr is a file
+        "TTY_INTERACTIVE": "1",
+        "COLUMNS": "120",
+    }
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "offload.local", "upload", str(path), "--json"],
+            cwd=ROOT,
+            env=env,
+            stdout=stdout,
+            stderr=stderr,
+        )
+        # Its high-water mark, read while it runs: after the file went out, it waits for the
+        # worker. (wait4's ru_maxrss would count this test process, which it was forked from.)
+        peak = 0
+        while process.poll() is None:
+            peak = max(peak, high_water_kib(process.pid))
+            time.sleep(0.05)
+    return process.returncode, out.read_text(), err.read_text(), peak
+
+
+def high_water_kib(pid: int) -> int:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    return next(
+        (int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), 0
+    )
+
+
+def test_a_large_csv_streams_with_progress_and_comes_back_clean(
     local_system: LocalSystem, tmp_path: Path
 ) -> None:
-    # Given a ~12 MB CSV (the cleaned file spans more than one multipart part)
+    # Given a ~12 MB CSV (the cleaned file spans more than one multipart part), and a tiny one
     source = tmp_path / "big data.csv"
     make_csv(source, 250_000)
+    size = source.stat().st_size
+    tiny = tmp_path / "tiny.csv"
+    tiny.write_text("a,b\n1,2\n")
 
-    # When it is uploaded the way a client does (POST /uploads, then the presigned POST)
-    answer = upload(source, local_system.api_url, quiet=True, timeout=240)
+    # When each is uploaded with the command (POST /uploads, then the presigned POST)
+    code, out, err, peak = upload_command(local_system, source, tmp_path)
+    tiny_code, _, _, tiny_peak = upload_command(local_system, tiny, tmp_path)
 
-    # Then the worker cleaned and summarised it
+    # Then the progress bar counted the file's bytes up to its size, and the file was streamed:
+    # the command's memory grew by far less than the file (a body built in memory adds it all)
+    assert code == 0 and tiny_code == 0, err
+    assert f"{size / 1e6:.1f}/{size / 1e6:.1f} MB" in err, err[-2000:]
+    assert "succeeded" in err
+    assert (peak - tiny_peak) * 1024 < size / 2, (peak, tiny_peak, size)
+    # And the worker cleaned and summarised it
+    answer = json.loads(out)
     assert answer["state"] == "succeeded", answer.get("error")
     rows = answer["summary"]["rows"]
     assert (rows["read"], rows["written"], rows["blank"], rows["duplicate"]) == (
@@ -60,39 +112,28 @@ def test_a_large_csv_goes_through_the_presigned_post_and_comes_back_clean(
     assert summary["rows"] == answer["summary"]["rows"]
 
 
-def test_an_empty_file_fails_clearly(local_system: LocalSystem, tmp_path: Path) -> None:
+def test_an_empty_file_fails_clearly_with_exit_1(local_system: LocalSystem, tmp_path: Path) -> None:
     source = tmp_path / "empty.csv"
     source.write_bytes(b"\n\n")
 
-    answer = upload(source, local_system.api_url, quiet=True, timeout=60)
+    result = offload_command("--api", local_system.api_url, "upload", str(source), "--json")
 
+    assert result.exit_code == ExitCode.FAILED, result.output
+    answer = json.loads(result.stdout)
     assert answer["state"] == "failed"
     assert answer["error"] == "the file has no rows: it is blank"
     assert answer["results"] is None
 
 
-def test_the_upload_command(local_system: LocalSystem, tmp_path: Path) -> None:
+def test_the_upload_command_prints_the_summary(local_system: LocalSystem, tmp_path: Path) -> None:
     source = tmp_path / "small.tsv"
     source.write_text("city\tpeople\nRoma\t2873000\nMilano\t1352000\n")
 
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "offload.local",
-            "upload",
-            str(source),
-            "--api",
-            local_system.api_url,
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = offload_command("--api", local_system.api_url, "upload", str(source))
 
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "succeeded" in result.stdout
+    assert result.exit_code == 0, result.output
+    assert "succeeded" in result.stderr  # the states as they come, for the person waiting
     assert "rows: 2 read, 2 written" in result.stdout
-    assert "people" in result.stdout and "integer" in result.stdout
+    (people,) = [line.split() for line in result.stdout.splitlines() if "people" in line]
+    assert people[:2] == ["people", "integer"]
+    assert "cleaned_csv: http" in result.stdout

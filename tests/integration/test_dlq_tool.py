@@ -1,7 +1,7 @@
-"""`python -m offload.dlq` against moto: list, redrive and purge."""
+"""`offload dlq` against moto: list, redrive and purge, through the command."""
 
-import io
 import json
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 from uuid import uuid4
@@ -12,11 +12,12 @@ import pytest
 from example_app.emails import send_email
 from example_app.notifications import write_log
 from offload import dlq
+from offload.cli.output import ExitCode
 from offload.enqueue import TaskCall, enqueue
 from offload.local.lambda_runtime import LambdaContext, sqs_event
 from offload.models import TaskMessage, TaskState
 from offload.registry import definition_of
-from tests.support import REGION, AwsStack, JsonLogs, compose, installed
+from tests.support import REGION, AwsStack, JsonLogs, compose, installed, offload_command
 from workers.email import handler as email_handler
 from workers.tasks import handler as tasks_handler
 
@@ -65,10 +66,11 @@ def dead_write_logs(aws: AwsStack, count: int, label: str) -> list[TaskMessage]:
     calls = [TaskCall(definition_of(write_log), {"message": f"{label} {i}"}) for i in range(count)]
     messages = enqueue(installed(), calls)
     installed().sqs.delete_batch(aws.task_queue, aws.receive_all(aws.task_queue, visibility=30))  # type: ignore[arg-type]
+    tasks = installed().tasks
     for message in messages:
-        installed().tasks.transition(
-            message.task_id, message.kind, TaskState.DEAD, attempts=5, error="Throttling"
-        )
+        claim = tasks.claim(message.task_id, message.kind, attempts=5, lease_seconds=30)
+        assert claim.token is not None
+        tasks.finish(message.task_id, claim.token, TaskState.DEAD, attempts=5, error="Throttling")
     return messages
 
 
@@ -84,25 +86,43 @@ def dead_task(aws: AwsStack) -> str:
     return str(message.task_id)
 
 
-def test_list_shows_task_kind_attempts_and_last_error(
-    dead_task: str, aws: AwsStack, capsys: pytest.CaptureFixture[str]
-) -> None:
-    assert dlq.main(["list", "--queue", "tasks", "--json"]) == 0
+def dlq_command(*args: str) -> Any:
+    """`offload dlq ARGS` on this test's moto stack (the Offload its workers run on)."""
+    return offload_command("dlq", *args, obj=installed())
 
-    (line,) = capsys.readouterr().out.splitlines()
-    listed = json.loads(line)
-    assert listed["task_id"] == dead_task and listed["queue"] == "tasks"
+
+def test_list_shows_task_kind_attempts_and_last_error(dead_task: str, aws: AwsStack) -> None:
+    result = dlq_command("list", "--queue", "tasks", "--json")
+
+    assert result.exit_code == 0, result.output
+    (queue,) = json.loads(result.stdout)
+    assert queue["queue"] == "tasks" and queue["count"] == 1
+    assert queue["dlq"] == aws.task_dlq.rsplit("/", 1)[-1]
+    (listed,) = queue["messages"]
+    assert listed["task_id"] == dead_task
     assert listed["kind"] == "no_such_task" and listed["attempts"] == 1
     assert "no task named 'no_such_task'" in listed["error"]
     assert len(aws.receive_all(aws.task_dlq)) == 1, "listing must leave the messages in place"
 
 
-def test_redrive_moves_messages_back_and_requeues_their_tasks(
-    dead_task: str, aws: AwsStack, capsys: pytest.CaptureFixture[str]
-) -> None:
-    assert dlq.main(["redrive"]) == 0
+def test_list_prints_a_table_per_queue(dead_task: str) -> None:
+    result = dlq_command("list")
 
-    assert "tasks: 1 message(s) redriven" in capsys.readouterr().out
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("tasks: 1 message(s) in ")
+    assert lines[1].split() == ["TASK", "ID", "KIND", "ATTEMPTS", "LAST", "ERROR"]
+    assert lines[2].split()[:3] == [dead_task, "no_such_task", "1"]
+    assert any(line.startswith("email: 0 message(s) in ") for line in lines)
+
+
+def test_redrive_moves_messages_back_and_requeues_their_tasks(
+    dead_task: str, aws: AwsStack
+) -> None:
+    result = dlq_command("redrive")
+
+    assert result.exit_code == 0, result.output
+    assert "tasks: 1 message(s) redriven" in result.stdout
     assert aws.receive_all(aws.task_dlq) == []
     (moved,) = aws.receive_all(aws.task_queue)
     assert moved["MessageAttributes"]["task_id"]["StringValue"] == dead_task
@@ -110,44 +130,69 @@ def test_redrive_moves_messages_back_and_requeues_their_tasks(
     assert aws.task(dead_task)["state"] == "queued"  # type: ignore[index]
 
 
+def test_redrive_json_reports_each_queue_and_logs_apart(dead_task: str, aws: AwsStack) -> None:
+    # Given, beside the dead task's message, one that names no task (the tool logs a warning)
+    installed().sqs.send_raw(aws.task_dlq, "this is not a task", {})
+
+    result = dlq_command("redrive", "--queue", "tasks", "--json")
+
+    # Then stdout is the report alone, as JSON; the log line went to stderr
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == [
+        {
+            "queue": "tasks",
+            "redriven": 1,
+            "dropped": 0,
+            "left": {"names no task": 1},
+            "truncated": False,
+        }
+    ]
+    assert "dead letter left in the DLQ" in result.stderr
+
+
 def test_purge_empties_the_dlq(dead_task: str, aws: AwsStack) -> None:
-    assert dlq.main(["purge", "--queue", "tasks", "--yes"]) == 0
+    result = dlq_command("purge", "--queue", "tasks", "--yes")
+
+    assert result.exit_code == 0, result.output
+    assert "tasks: DLQ purged" in result.stdout
     assert aws.receive_all(aws.task_dlq) == []
 
 
-def test_purge_without_yes_and_no_terminal_purges_nothing(
-    dead_task: str,
-    aws: AwsStack,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    # Given no terminal to answer the question (stdin at EOF)
-    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+def test_purge_without_yes_and_no_terminal_purges_nothing(dead_task: str, aws: AwsStack) -> None:
+    # Given no terminal to answer the question (stdin at EOF): when purge runs without --yes
+    result = dlq_command("purge", "--queue", "tasks")
 
-    # When purge runs without --yes
-    assert dlq.main(["purge", "--queue", "tasks"]) == 1
-
-    # Then it says so, and the dead letter is still there
-    assert "nothing purged (pass --yes" in capsys.readouterr().out
+    # Then it says so, exits 1, and the dead letter is still there
+    assert result.exit_code == ExitCode.FAILED
+    assert "nothing purged (pass --yes" in result.stderr
     assert len(aws.receive_all(aws.task_dlq)) == 1
 
 
-def test_stack_outputs_give_the_queue_urls(
-    aws: AwsStack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-
+def test_stack_outputs_give_the_queue_urls(aws: AwsStack, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given no queue settings in the environment, only the stack
     for name in ("OFFLOAD_TASK_QUEUE_URL", "OFFLOAD_TASK_DLQ_URL", "OFFLOAD_EMAIL_QUEUE_URL"):
         monkeypatch.delenv(name)
     compose(monkeypatch)
     installed().sqs.send_raw(aws.task_dlq, json.dumps({"task_id": str(uuid4())}), {})
 
-    assert dlq.main(["list", "--stack", "offload-local", "--queue", "tasks"]) == 0
+    # When the command composes its own Offload from the stack's outputs
+    result = offload_command("dlq", "list", "--stack", "offload-local", "--queue", "tasks")
 
-    assert "tasks: 1 message(s)" in capsys.readouterr().out
+    # Then it lists that stack's DLQ, and leaves the environment as it found it
+    assert result.exit_code == 0, result.output
+    assert "tasks: 1 message(s)" in result.stdout
+    assert "OFFLOAD_TASK_QUEUE_URL" not in os.environ
+
+
+def test_a_stack_that_does_not_exist_is_not_found(aws: AwsStack) -> None:
+    result = offload_command("dlq", "list", "--stack", "no-such-stack")
+
+    assert result.exit_code == ExitCode.NOT_FOUND
+    assert "no stack no-such-stack" in result.stderr
 
 
 def test_redrive_drops_a_copy_of_a_task_that_already_succeeded(
-    aws: AwsStack, json_logs: JsonLogs, capsys: pytest.CaptureFixture[str]
+    aws: AwsStack, json_logs: JsonLogs
 ) -> None:
     # Given an email task that succeeded: one email sent
     definition = definition_of(send_email)
@@ -165,7 +210,8 @@ def test_redrive_drops_a_copy_of_a_task_that_already_succeeded(
         idempotency.delete_item(TableName=aws.idempotency_table, Key={"id": item["id"]})
 
     # When an operator redrives the email DLQ, and the worker takes whatever is on its queue
-    assert dlq.main(["redrive", "--queue", "email"]) == 0
+    redriven = dlq_command("redrive", "--queue", "email")
+    assert redriven.exit_code == 0, redriven.output
     run_worker(aws, aws.email_queue, email_handler)
 
     # Then the task is still succeeded and no second email went out
@@ -175,8 +221,7 @@ def test_redrive_drops_a_copy_of_a_task_that_already_succeeded(
     assert aws.receive_all(aws.email_dlq) == []
     (dropped,) = json_logs.find("dead letter dropped: its task already finished")
     assert dropped["task_id"] == str(message.task_id) and dropped["state"] == "succeeded"
-    out = capsys.readouterr().out
-    assert "email: 0 message(s) redriven" in out and "1 dropped" in out
+    assert "email: 0 message(s) redriven" in redriven.stdout and "1 dropped" in redriven.stdout
 
 
 @pytest.fixture
@@ -197,7 +242,6 @@ def after_first_empty_receive(aws: AwsStack) -> Iterator[list[Callable[[], None]
 def test_redrive_moves_exactly_the_reset_messages_beyond_one_receive(
     aws: AwsStack,
     json_logs: JsonLogs,
-    capsys: pytest.CaptureFixture[str],
     after_first_empty_receive: list[Callable[[], None]],
 ) -> None:
     # Given 25 dead tasks whose messages are in the TaskDeadLetterQueue (one receive returns 10)
@@ -210,10 +254,11 @@ def test_redrive_moves_exactly_the_reset_messages_beyond_one_receive(
     after_first_empty_receive.append(lambda: [dead_letter(aws.task_dlq, m) for m in late])
 
     # When an operator redrives the task DLQ (its SQS client the one hooked above)
-    assert dlq.main(["redrive", "--queue", "tasks"], offload=installed()) == 0
+    result = dlq_command("redrive", "--queue", "tasks")
 
     # Then all 30 messages are back on the TaskQueue, each task queued, and the DLQ is empty
-    assert "tasks: 30 message(s) redriven" in capsys.readouterr().out
+    assert result.exit_code == 0, result.output
+    assert "tasks: 30 message(s) redriven" in result.stdout
     assert not after_first_empty_receive, "the DLQ tool never saw an empty receive"
     assert aws.receive_all(aws.task_dlq) == []
     on_queue = aws.receive_all(aws.task_queue)
@@ -230,9 +275,7 @@ def test_redrive_moves_exactly_the_reset_messages_beyond_one_receive(
     assert json_logs.find("task already finished; duplicate delivery skipped") == []
 
 
-def test_redrive_leaves_what_it_cannot_reset_in_the_dlq_and_says_why(
-    aws: AwsStack, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_redrive_leaves_what_it_cannot_reset_in_the_dlq_and_says_why(aws: AwsStack) -> None:
     # Given, in the task DLQ: a dead task, a message that names no task, a task with no status
     # record, and a task that another delivery is running right now
     (dead,) = dead_write_logs(aws, 1, "dead")
@@ -251,10 +294,11 @@ def test_redrive_leaves_what_it_cannot_reset_in_the_dlq_and_says_why(
     dead_letter(aws.task_dlq, running)
 
     # When an operator redrives the task DLQ
-    assert dlq.main(["redrive", "--queue", "tasks"]) == 0
+    result = dlq_command("redrive", "--queue", "tasks")
 
     # Then only the dead task's message moved; the other three wait in the DLQ, visible again
-    out = capsys.readouterr().out
+    assert result.exit_code == 0, result.output
+    out = result.stdout
     assert "tasks: 1 message(s) redriven" in out and "3 left in the DLQ" in out
     (moved,) = aws.receive_all(aws.task_queue)
     assert moved["MessageAttributes"]["task_id"]["StringValue"] == str(dead.task_id)
@@ -265,7 +309,7 @@ def test_redrive_leaves_what_it_cannot_reset_in_the_dlq_and_says_why(
 
 
 def test_a_redrive_stops_at_its_bound_and_says_so_and_the_next_one_finishes(
-    aws: AwsStack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    aws: AwsStack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given 12 dead tasks in the DLQ, and a bound of 10 messages per run
     monkeypatch.setattr(dlq, "MAX_MESSAGES", 10)
@@ -274,10 +318,8 @@ def test_a_redrive_stops_at_its_bound_and_says_so_and_the_next_one_finishes(
         dead_letter(aws.task_dlq, message)
 
     # When an operator redrives twice
-    assert dlq.main(["redrive", "--queue", "tasks"]) == 0
-    first = capsys.readouterr().out
-    assert dlq.main(["redrive", "--queue", "tasks"]) == 0
-    second = capsys.readouterr().out
+    first = dlq_command("redrive", "--queue", "tasks").stdout
+    second = dlq_command("redrive", "--queue", "tasks").stdout
 
     # Then the first run moved 10 and said it stopped; the second moved the other 2
     assert "tasks: 10 message(s) redriven" in first and "stopped after 10 messages" in first

@@ -1,4 +1,8 @@
-"""A task SQS accepted is durable, even when its "queued" status write fails."""
+"""A task SQS accepted is durable, even when its "queued" status write fails.
+
+Only a task whose id cannot vouch for it (an Idempotency-Key's, derived from the key) gets a
+`queued` record from the API; other ids answer for their tasks (offload.task_ids).
+"""
 
 from collections.abc import Iterator
 from typing import Any
@@ -14,31 +18,37 @@ from offload.local.lambda_runtime import sqs_event
 from tests.support import REGION, AwsStack, JsonLogs, compose, installed, task_message
 from workers import email as email_worker
 
+THROTTLED = "before-parameter-build.dynamodb.UpdateItem"
+IDEMPOTENT = {"Idempotency-Key": "order-9"}
+
+
+def throttle(params: dict[str, Any], **_: Any) -> None:
+    if params.get("TableName") == installed().settings.tasks_table:
+        code = "ProvisionedThroughputExceededException"
+        raise ClientError({"Error": {"Code": code, "Message": "slow down"}}, "UpdateItem")
+
 
 @pytest.fixture
 def tasks_table_refuses_writes(aws: AwsStack) -> Iterator[None]:
-    """DynamoDB throttles every PutItem on the tasks table (as during a throttling storm)."""
-
-    def throttle(params: dict[str, Any], **_: Any) -> None:
-        if params.get("TableName") == aws.tasks_table:
-            code = "ProvisionedThroughputExceededException"
-            raise ClientError({"Error": {"Code": code, "Message": "slow down"}}, "PutItem")
-
+    """DynamoDB throttles every write on the tasks table (as during a throttling storm)."""
     dynamodb = installed().clients.dynamodb
-    dynamodb.meta.events.register("before-parameter-build.dynamodb.PutItem", throttle)
+    dynamodb.meta.events.register(THROTTLED, throttle)
     try:
         yield
     finally:
-        dynamodb.meta.events.unregister("before-parameter-build.dynamodb.PutItem", throttle)
+        dynamodb.meta.events.unregister(THROTTLED, throttle)
 
 
 def test_a_failed_status_write_after_sqs_took_the_task_still_answers_202(
     aws: AwsStack, tasks_table_refuses_writes: None, json_logs: JsonLogs
 ) -> None:
-    # Given a tasks table that refuses the "queued" write, when a client posts an email
+    # Given a tasks table that refuses the "queued" write, when a client posts an email with
+    # an Idempotency-Key
     with TestClient(app) as client:
         response = client.post(
-            "/emails", json={"to": "hal@example.com", "subject": "Hi", "text": "Still sent"}
+            "/emails",
+            json={"to": "hal@example.com", "subject": "Hi", "text": "Still sent"},
+            headers=IDEMPOTENT,
         )
 
     # Then it is accepted: the task is on SQS (a retry by the client would duplicate it)
@@ -62,9 +72,13 @@ def test_the_worker_creates_the_missing_record_and_sends_the_email(
     # Given a task queued while its status write failed
     with TestClient(app) as client:
         response = client.post(
-            "/emails", json={"to": "ivy@example.com", "subject": "Hi", "text": "Recorded later"}
+            "/emails",
+            json={"to": "ivy@example.com", "subject": "Hi", "text": "Recorded later"},
+            headers=IDEMPOTENT,
         )
     assert response.status_code == 202, response.text
+    assert aws.task(response.json()["task_id"]) is None
+    installed().clients.dynamodb.meta.events.unregister(THROTTLED, throttle)  # DynamoDB is back
     task_id = response.json()["task_id"]
     messages = boto3.client("sqs", region_name=REGION).receive_message(
         QueueUrl=aws.email_queue,
@@ -73,7 +87,7 @@ def test_the_worker_creates_the_missing_record_and_sends_the_email(
         MessageSystemAttributeNames=["All"],
     )["Messages"]
 
-    # When the EmailWorker runs it (its status writes are updates, not the refused PutItem)
+    # When the EmailWorker runs it
     event = sqs_event(messages, installed().sqs.queue_arn(aws.email_queue))
     result = email_worker.handler(event, lambda_context)
 

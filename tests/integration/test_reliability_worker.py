@@ -1,5 +1,5 @@
 """Worker reliability against moto: duplicates, transient and permanent errors, the time guard,
-a dead worker's in-progress record, correlation ids in logs, and large payloads (claim check).
+a dead worker's claim, correlation ids in logs, and large payloads (claim check).
 
 Records reach the real handlers as the exact SQS events Lambda builds from received messages.
 """
@@ -276,16 +276,13 @@ def test_near_the_timeout_records_go_back_untouched(aws: AwsStack) -> None:
 
 
 # ---------------------------------------------------------------- a worker that died
-def test_a_dead_workers_in_progress_record_expires_at_its_timeout(aws: AwsStack) -> None:
+def test_a_dead_workers_claim_expires_at_its_timeout(aws: AwsStack) -> None:
     (message,) = enqueue(installed(), [email_call()])
-    data = message.model_dump(mode="json")
-    # Given: a worker took the task (in-progress record, 2 s left in its Lambda) and died
-    runtime = email_handler.runtime  # the worker's, on the Offload of this test
-    store, config = runtime.store, runtime.idempotency
-    store.configure(config, key_prefix="offload-task")
-    store.save_inprogress(data=data, remaining_time_in_millis=2_000)
+    # Given: a worker claimed the task (leased for the 2 s left in its Lambda) and died
+    claim = installed().tasks.claim(message.task_id, message.kind, attempts=1, lease_seconds=2)
+    assert claim.taken
 
-    # When: the message comes back while the record is in progress
+    # When: the message comes back while the claim is held
     held = deliver(aws.email_queue, email_handler)
 
     # Then: it waits (no email), and after the dead worker's timeout the task runs once

@@ -20,7 +20,7 @@ from example_app.settings import get_settings
 from offload.fastapi import get_offload
 from offload.models import TaskState
 from offload.settings import Settings
-from tests.support import AwsStack, EventLoader, compose, installed
+from tests.support import AwsStack, EventLoader, compose, installed, offload_command, record_task
 
 TOKEN = "s3cret-token-for-tests"
 SAMPLE_ID = "3e8f1a2b-4c5d-4e6f-9a0b-1c2d3e4f5a6b"
@@ -120,18 +120,13 @@ def test_an_empty_token_is_a_settings_error_not_an_open_api(
 
 
 @pytest.mark.parametrize("argv", [["--api-token", ""], ["--api-token", "  "], []])
-def test_make_run_refuses_an_empty_token(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], argv: list[str]
-) -> None:
+def test_make_run_refuses_an_empty_token(argv: list[str]) -> None:
     # Given `make run ARGS="--api-token ''"`, or OFFLOAD_API_TOKEN= in the environment
-    monkeypatch.setenv("OFFLOAD_API_TOKEN", "")
-    from offload.local.__main__ import main
-
     # When the local system starts, then it stops at once with the reason (nothing started)
-    with pytest.raises(SystemExit) as stopped:
-        main(["run", *argv])
-    assert stopped.value.code == 2
-    assert "OFFLOAD_API_TOKEN" in capsys.readouterr().err
+    result = offload_command("run", *argv, env={"OFFLOAD_API_TOKEN": ""})
+
+    assert result.exit_code == 2
+    assert "OFFLOAD_API_TOKEN" in result.stderr
 
 
 def test_no_token_configured_means_open(aws: AwsStack, client: TestClient) -> None:
@@ -399,7 +394,7 @@ def test_a_jwt_without_a_subject_is_refused_on_every_route_but_health(
     aws: AwsStack, event: EventLoader, lambda_context: Any, claims: dict[str, str]
 ) -> None:
     # Given a task without an owner (readable by any identified caller), and the app's routes
-    installed().tasks.transition(UUID(SAMPLE_ID), "process_upload", TaskState.RUNNING, attempts=1)
+    record_task(UUID(SAMPLE_ID), "process_upload", TaskState.RUNNING)
     routes = [(m, p) for m, p in app_routes() if p not in PUBLIC_PATHS]
     assert {p for _, p in routes} >= {"/emails", "/uploads", f"/tasks/{SAMPLE_ID}"}, routes
 

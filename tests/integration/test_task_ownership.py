@@ -12,7 +12,9 @@ from uuid import UUID
 
 from api.main import handler
 from offload.models import TaskState
+from tests.integration.test_workers import received_event
 from tests.support import AwsStack, EventLoader, installed
+from workers import tasks as task_worker
 
 ALICE = "5f1e6a2c-0b7d-4e3f-9a18-c2d4e6f8a0b1"
 BOB = "9c8b7a6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"
@@ -71,8 +73,8 @@ def test_a_task_is_readable_by_its_creator_only(
     )
     assert created["statusCode"] == 202, created["body"]
     task_id = json.loads(created["body"])["task_id"]
-    record = aws.task(task_id)
-    assert record is not None and record["owner"] == ALICE
+    # (no record yet: until a worker claims the task, its id answers for it)
+    assert aws.task(task_id) is None
 
     # When Alice reads it, then she gets its status
     mine = read(event, f"/tasks/{task_id}", ALICE, lambda_context)
@@ -95,7 +97,7 @@ def test_a_task_without_an_owner_stays_readable(
 ) -> None:
     # Given a task recorded by a worker (a message that did not come through the API)
     task_id = UUID("6f1c2b9e-8d4a-4c3e-9b7f-2a5d1e0c8b41")
-    installed().tasks.transition(task_id, "write_log", TaskState.RUNNING, attempts=1)
+    installed().tasks.claim(task_id, "write_log", attempts=1, lease_seconds=30)
 
     # When any caller reads it, then they get its status
     for sub in (ALICE, BOB):
@@ -105,13 +107,17 @@ def test_a_task_without_an_owner_stays_readable(
 
 
 def test_the_worker_keeps_the_owner(aws: AwsStack, event: EventLoader, lambda_context: Any) -> None:
-    # Given Alice's task, when a worker moves it to succeeded
+    # Given Alice's task, when the TaskWorker runs it (its claim records the task)
     created = handler(
         as_caller(event("api-send-notification.json"), ALICE, "offload/tasks.write"),
         lambda_context,
     )
     task_id = UUID(json.loads(created["body"])["task_id"])
-    installed().tasks.transition(task_id, "write_log", TaskState.SUCCEEDED, attempts=1, result=None)
+    assert task_worker.handler(received_event(aws.task_queue), lambda_context) == {
+        "batchItemFailures": []
+    }
+    record = aws.task(task_id)
+    assert record is not None and (record["state"], record["owner"]) == ("succeeded", ALICE)
 
     # Then it is still hers alone
     assert read(event, f"/tasks/{task_id}", ALICE, lambda_context)["statusCode"] == 200
@@ -127,9 +133,17 @@ def test_an_upload_and_its_result_links_are_its_creators_only(
     created = handler(as_caller(request, ALICE, "offload/tasks.write"), lambda_context)
     assert created["statusCode"] == 201, created["body"]
     upload_id = UUID(json.loads(created["body"])["upload_id"])
-    installed().tasks.transition(
-        upload_id, "process_upload", TaskState.SUCCEEDED, attempts=1, result={"rows": {}}
-    )
+    # (before the file arrives there is no record: the id answers for it, to Alice alone)
+    assert aws.task(upload_id) is None
+    waiting = read(event, f"/uploads/{upload_id}", ALICE, lambda_context)
+    assert waiting["statusCode"] == 200, waiting["body"]
+    assert json.loads(waiting["body"])["state"] == "queued"
+    assert read(event, f"/uploads/{upload_id}", BOB, lambda_context)["statusCode"] == 404
+    # the worker records it from the S3 event, which names no owner
+    tasks = installed().tasks
+    claim = tasks.claim(upload_id, "process_upload", attempts=1, lease_seconds=30, origin="k")
+    assert claim.token is not None
+    tasks.finish(upload_id, claim.token, TaskState.SUCCEEDED, attempts=1, result={"rows": {}})
 
     # When Alice reads it, then she gets the presigned links to the results
     mine = read(event, f"/uploads/{upload_id}", ALICE, lambda_context)

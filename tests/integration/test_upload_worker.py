@@ -27,11 +27,19 @@ from fastapi.testclient import TestClient
 from api.main import app
 from example_app.uploads.models import UPLOAD_KIND
 from example_app.uploads.summary import TableSummary
-from offload import dlq
 from offload.local.lambda_runtime import LambdaContext, sqs_event
 from offload.models import TaskState
 from tests.integration import upload_child
-from tests.support import REGION, AwsStack, EventLoader, JsonLogs, compose, installed
+from tests.support import (
+    REGION,
+    AwsStack,
+    EventLoader,
+    JsonLogs,
+    compose,
+    installed,
+    offload_command,
+    record_task,
+)
 from workers.upload import handler
 
 SQS_UPLOAD = UUID("3f2b8d4e-1c6a-4f7b-8e9d-5a4b3c2d1e0f")
@@ -138,9 +146,9 @@ def test_sqs_event_cleans_summarises_and_writes_results(
     summary = json.loads(uploads.get(f"results/{SQS_UPLOAD}/summary.json"))
     assert summary["upload_id"] == str(SQS_UPLOAD)
     assert summary["columns"] == task.result["columns"]
-    # And it ran as a task does, under idempotency keyed on its task id (the upload id)
-    [record] = uploads.stack.table_items(uploads.stack.idempotency_table)
-    assert record["status"] == {"S": "COMPLETED"}
+    # And it ran as a task does, claimed on its record (the upload id), whose origin is the key
+    assert uploads.stack.table_items(uploads.stack.idempotency_table) == []
+    assert uploads.stack.task(SQS_UPLOAD)["origin"] == SQS_KEY  # type: ignore[index]
 
 
 def test_a_key_with_spaces_and_unicode_is_decoded(
@@ -418,14 +426,13 @@ def test_a_dead_upload_redriven_from_its_dlq_is_processed_again(
     compose(monkeypatch)
     uploads.put(SQS_KEY, b"a\n1\n")
     uploads.sqs.purge_queue(QueueUrl=uploads.queue)  # the put's own, live notification
-    installed().tasks.transition(
-        SQS_UPLOAD, UPLOAD_KIND, TaskState.DEAD, attempts=5, error="Throttling"
-    )
+    record_task(SQS_UPLOAD, UPLOAD_KIND, TaskState.DEAD, attempts=5, error="Throttling")
     notification = uploads.aimed(event("sqs-upload-worker.json"))["Records"][0]["body"]
     uploads.sqs.send_message(QueueUrl=dlq_url, MessageBody=notification)
     try:
         # When an operator redrives the upload DLQ
-        assert dlq.main(["redrive", "--queue", "uploads"]) == 0
+        redriven = offload_command("dlq", "redrive", "--queue", "uploads", obj=installed())
+        assert redriven.exit_code == 0, redriven.output
 
         # Then the upload is queued again (not skipped as finished), and the worker runs it
         assert uploads.task(SQS_UPLOAD).state is TaskState.QUEUED

@@ -21,7 +21,7 @@ from offload.enqueue import TaskCall, enqueue
 from offload.errors import TransientTaskError
 from offload.local.lambda_runtime import LambdaContext, sqs_event
 from offload.registry import definition_of, task
-from tests.support import REGION, AwsStack, compose, installed
+from tests.support import REGION, AwsStack, compose, installed, offload_command
 from workers.tasks import handler
 
 # What the next runs of the task do, in order: "fail" (transient error), "kill", or "run".
@@ -82,7 +82,7 @@ def deliver(queue_url: str, messages: list[Any] | None = None, seconds_left: int
 
 
 def test_a_task_whose_worker_died_on_the_last_receive_ends_dead_and_can_be_redriven(
-    aws: AwsStack, client: TestClient, capsys: pytest.CaptureFixture[str]
+    aws: AwsStack, client: TestClient
 ) -> None:
     max_receives = installed().settings.max_receive_count
     (message,) = enqueue(
@@ -121,8 +121,9 @@ def test_a_task_whose_worker_died_on_the_last_receive_ends_dead_and_can_be_redri
     assert "worker stopped" in task["error"] and f"last attempt ({max_receives} of" in task["error"]
 
     # And the DLQ tool redrives it: the task is queued again and runs once
-    assert dlq.main(["redrive", "--queue", "tasks"]) == 0
-    assert "tasks: 1 message(s) redriven" in capsys.readouterr().out
+    redriven = offload_command("dlq", "redrive", "--queue", "tasks", obj=installed())
+    assert redriven.exit_code == 0, redriven.output
+    assert "tasks: 1 message(s) redriven" in redriven.stdout
     assert client.get(status_url).json()["state"] == "queued"
     deliver(aws.task_queue)
     task = client.get(status_url).json()

@@ -16,7 +16,7 @@ Faults:
   the email is never recorded, so the redelivery's email is the only one).
 
 moto's DynamoDB is made atomic per request (offload.local.moto_dynamodb), as DynamoDB is:
-exactly-once rests on the conditional write that claims a task's idempotency record.
+exactly-once rests on the conditional write that claims a task's record.
 """
 
 import json
@@ -59,7 +59,7 @@ THROTTLE_RATE = 0.20
 SEED = 20_240_501
 VISIBILITY_SECONDS = 4
 MAX_RECEIVES = 10
-# Its in-progress idempotency records expire this long after start. Like the EmailWorker's: it
+# Its claims' leases end this long after start. Like the EmailWorker's: it
 # must exceed OFFLOAD_RECORD_TIME_BUDGET_MS (20 s), or the worker takes no record at all.
 KILLED_WORKER_TIMEOUT = 30
 KILL_MARKER = "offload-fault-victim"
@@ -519,7 +519,7 @@ def test_every_task_runs_once_under_faults(
                 messages_of["task already finished; duplicate delivery skipped"],
             ),
             (
-                "deliveries held by an in-progress record",
+                "deliveries held by another's claim",
                 messages_of["task is running in another delivery"],
             ),
             (

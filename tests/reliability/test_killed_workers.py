@@ -8,9 +8,9 @@ function the template triggers from the TaskQueue or its DLQ.
 
 - case 18: the kill happens on the task's LAST receive (the queue's maxReceiveCount). Once its
   message is in the DLQ, GET /tasks/{id} must say `dead`, with a reason;
-- case 7: the kill happens on the first receive; the redeliveries find the dead holder's
-  in-progress record, and from half the receives on must wait until it expires (the documented
-  wait), not reach the DLQ: the task then succeeds, its effect once.
+- case 7: the kill happens on the first receive; the redeliveries find the dead holder's claim,
+  and must wait until its lease is over (the documented wait), not reach the DLQ: the task then
+  succeeds, its effect once.
 """
 
 import time
@@ -134,8 +134,8 @@ def test_a_duplicate_waits_for_a_dead_holder_instead_of_reaching_the_dlq(
         fast_queues(aws, monkeypatch, ["TaskQueue"], receives=receives, visibility=VISIBILITY),
         victim_killed_while_holding(aws, key, hold_on_call=1) as (task_id, killed_at),
     ):
-        # Given a worker killed while it held the task's in-progress record
-        # When the redeliveries come, at receive 2, 3, ... (half the receives and more)
+        # Given a worker killed while it held the task's claim
+        # When the redeliveries come, at receive 2, 3, ...
         def settled() -> bool:
             record = aws.task(task_id)
             final = record is not None and TaskState(record["state"]).is_final
@@ -145,16 +145,16 @@ def test_a_duplicate_waits_for_a_dead_holder_instead_of_reaching_the_dlq(
         poll_until(lambda: not queue_depth(aws.task_queue), 2 * VISIBILITY)
         record = aws.task(task_id) or {}
     print_table(
-        "A duplicate held by a dead worker's in-progress record",
+        "A duplicate held by a dead worker's claim",
         [
             ("worker killed after", f"{killed_at:.1f}s"),
-            ("in-progress record expires after (its timeout)", f"{VICTIM_TIMEOUT}s"),
+            ("its claim's lease ends after (its timeout)", f"{VICTIM_TIMEOUT}s"),
             ("task state / attempts", f"{record.get('state')} / {record.get('attempts')}"),
             ("messages in the DLQ", queue_depth(aws.task_dlq)),
             ("effects", fault_tasks.effects[key]),
         ],
     )
-    # Then the task ran once, after the expiry, and nothing reached the DLQ
+    # Then the task ran once, after the lease, and nothing reached the DLQ
     assert record.get("state") == TaskState.SUCCEEDED, record
     assert fault_tasks.effects[key] == 1, fault_tasks.effects[key]
     assert queue_depth(aws.task_dlq) == 0

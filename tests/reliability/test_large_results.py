@@ -26,7 +26,7 @@ pytestmark = pytest.mark.timeout(120)
 RESULT_CHARS = 500_000
 RECEIVES = 4
 VISIBILITY = 2
-WORKER_TIMEOUT = 4  # seconds: an in-progress record of a failed delivery expires this soon
+WORKER_TIMEOUT = 4  # seconds: the claim of a failed delivery is leased this long at most
 SETTLE_SECONDS = 40
 
 _effects: Counter[str] = Counter()

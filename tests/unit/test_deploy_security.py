@@ -249,15 +249,7 @@ def test_each_function_has_its_own_role_that_names_its_log_group_and_its_queue()
         assert polled == {str(queue)}, function
 
 
-IDEMPOTENCY_RECORDS = {
-    "dynamodb:GetItem",
-    "dynamodb:PutItem",
-    "dynamodb:UpdateItem",
-    "dynamodb:DeleteItem",
-}
-
-
-def test_every_worker_may_keep_idempotency_records_and_import_its_tasks() -> None:
+def test_every_worker_writes_task_records_only_and_may_import_its_tasks() -> None:
     # Given the template as deployed, and its SQS-triggered workers
     cfn = translated()
     resources = cfn["Resources"]
@@ -270,10 +262,15 @@ def test_every_worker_may_keep_idempotency_records_and_import_its_tasks() -> Non
     assert workers == {"TaskWorker", "EmailWorker", "UploadWorker"}
 
     for worker in workers:
-        # Then each runs its tasks under idempotency: its role may read and write the records
+        # Then each claims and records its tasks by conditional updates of their records, and
+        # keeps no other run-once record: no access to the IdempotencyTable, nor its name
         statements = role_statements(cfn, roles[worker])
-        table = {"Fn::GetAtt": ["IdempotencyTable", "Arn"]}
-        assert allowed(statements, table) == IDEMPOTENCY_RECORDS, worker
+        assert allowed(statements, {"Fn::GetAtt": ["TasksTable", "Arn"]}) == {
+            "dynamodb:UpdateItem"
+        }, worker
+        assert allowed(statements, {"Fn::GetAtt": ["IdempotencyTable", "Arn"]}) == set(), worker
+        variables = resources[worker]["Properties"]["Environment"]["Variables"]
+        assert "OFFLOAD_IDEMPOTENCY_TABLE" not in variables, worker
 
     # And the UploadWorker may import the module of its one task
     from example_app.uploads.tasks import process_upload

@@ -66,6 +66,7 @@ def test_final_states() -> None:
         TaskState.SUCCEEDED,
         TaskState.FAILED,
         TaskState.DEAD,
+        TaskState.CANCELLED,
     }
 
 

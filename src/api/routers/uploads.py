@@ -2,7 +2,7 @@
 
 from datetime import datetime
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
 from pydantic import BaseModel, Field
@@ -13,8 +13,9 @@ from api.security import BODY_ERRORS, UNAUTHORIZED
 from example_app.uploads.models import UPLOAD_KIND, UploadCreate, result_keys
 from offload.aws import uploads_s3
 from offload.fastapi import OffloadDep, caller_subject
-from offload.models import TaskState
+from offload.models import TaskState, unrecorded, utcnow
 from offload.object_keys import object_key
+from offload.task_ids import new_task_id
 from offload.wiring import Offload
 
 router = APIRouter(prefix="/uploads", tags=["uploads"], responses=UNAUTHORIZED)
@@ -62,13 +63,13 @@ def _bucket(offload: Offload) -> str:
 async def create_upload(
     upload: UploadCreate, request: Request, response: Response, offload: OffloadDep
 ) -> UploadCreated:
-    """Record the upload as queued and hand out a presigned POST for exactly this file: its
-    key, its content type and its declared size."""
+    """Hand out a presigned POST for exactly this file: its key, its content type and its
+    declared size. Nothing is recorded: the upload's id is issued to the caller
+    (offload.task_ids), and answers for it until its worker records it."""
     settings = offload.settings
     bucket = _bucket(offload)
-    upload_id = uuid4()
+    upload_id = new_task_id(caller_subject(request))
     key = object_key(upload_id, upload.filename)
-    await run_in_threadpool(offload.tasks.create, upload_id, UPLOAD_KIND, caller_subject(request))
     post = await run_in_threadpool(
         lambda: uploads_s3.presigned_post(
             offload.clients.s3_signer,
@@ -103,9 +104,15 @@ async def get_upload(upload_id: UUID, request: Request, offload: OffloadDep) -> 
 
     Only its creator (the JWT subject) sees it; to anyone else it does not exist.
     """
+    subject = caller_subject(request)
     record = await run_in_threadpool(offload.tasks.get, upload_id)
-    visible = record is not None and record.visible_to(caller_subject(request))
-    if record is None or not visible or record.kind != UPLOAD_KIND:
+    if record is None:  # not uploaded yet, or not yet picked up by its worker
+        settings = offload.settings
+        # The file may arrive until the presigned POST expires; its event waits in the queue.
+        window = settings.upload_url_expires_seconds + settings.message_retention_seconds
+        record = unrecorded(upload_id, subject, utcnow(), window)
+    visible = record is not None and record.visible_to(subject)
+    if record is None or not visible or record.kind not in (UPLOAD_KIND, None):
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no upload {upload_id}")
     summary = record.result if isinstance(record.result, dict) else None
     results = None

@@ -1,11 +1,11 @@
-"""The Powertools idempotency stores, in the IdempotencyTable.
+"""The Powertools idempotency store of the API's Idempotency-Key, in the IdempotencyTable.
 
-A persistence layer is configured by the first idempotent function that uses it, so the worker
-(keyed on task ids) and the API (keyed on Idempotency-Key headers) each get their own.
+Workers use none: a task's record in the TasksTable is both its status and its claim
+(offload.aws.tasks_table). A persistence layer is configured by the first idempotent function
+that uses it; each user gets its own.
 """
 
 import threading
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -14,18 +14,16 @@ from aws_lambda_powertools.utilities.idempotency import (
     IdempotencyConfig,
     idempotent_function,
 )
-from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyItemNotFoundError
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
-User = Literal["worker", "api"]
+User = Literal["api"]
 
 
 class IdempotencyStores:
     """The IdempotencyTable (`table`, "" if none) through `client`; its records live
-    `ttl_seconds`. One persistence layer per user: the workers' per-task records and the API's
-    Idempotency-Key records."""
+    `ttl_seconds`. One persistence layer per user: the API's Idempotency-Key records."""
 
     def __init__(self, client: "DynamoDBClient", table: str, ttl_seconds: int) -> None:
         self.client = client
@@ -69,15 +67,3 @@ class IdempotencyStores:
             key_prefix=key_prefix,
         )(func)
         return config, wrapped
-
-
-def in_progress_seconds_left(store: DynamoDBPersistenceLayer, data: dict[str, Any]) -> float:
-    """Seconds until an in-progress record for `data` expires (0 if none or no expiry)."""
-    try:
-        record = store.get_record(data=data)
-    except IdempotencyItemNotFoundError:
-        return 0.0
-    if record is None or record.in_progress_expiry_timestamp is None:
-        return 0.0
-    # Powertools reads the expiry from DynamoDB as a Decimal (milliseconds).
-    return max(0.0, float(record.in_progress_expiry_timestamp) / 1000 - time.time())

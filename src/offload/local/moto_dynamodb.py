@@ -3,7 +3,7 @@
 DynamoDB applies each request atomically: of two conditional writes racing for one key, one
 fails. moto reads the item, evaluates the condition, then writes, with no lock, so two threads
 (the threads of moto's server, or in-process callers) can both pass `attribute_not_exists`.
-Two workers then both claim a task's idempotency record and both send its email. Running
+Two workers then both claim a task's record and both send its email. Running
 moto's DynamoDB requests one at a time restores the guarantee the workers rely on.
 """
 

@@ -265,7 +265,7 @@ class LocalSystem:
                 "api",
                 [
                     "-m", "offload.local", "gateway", json.dumps(self.built_spec(function)),
-                    "--host", self.options.host, "--port", str(self.options.api_port),
+                    self.options.host, str(self.options.api_port),
                 ],
                 env,
             )  # fmt: skip

@@ -7,18 +7,25 @@ For each SQS record:
    poison; it is copied to the queue's DLQ once, with the reason, and nothing else is touched.
    No task is read or written on the word of a message that failed validation.
 3. For each task call in the body:
-   - claim: the task becomes `running`, leased for the invocation's time left. A copy of a
-     finished task is a duplicate delivery: dropped, with a log line. A call from an origin
-     other than the one that first claimed the task (a second S3 object) is ignored for good;
-   - run under Powertools idempotency keyed on the task id: a copy racing a delivery that runs
-     the task is held (it comes back once that delivery has ended or expired);
-   - classify and record the outcome (offload.errors):
+   - claim (TasksTable.claim, one conditional write): the task becomes `running`, leased for
+     the invocation's time left, under a claim token. The task record is both the task's status
+     and its claim: there is no other run-once record. Refused, the call is not run:
+     a copy of a finished or cancelled task is a duplicate delivery: dropped, with a log line;
+     a copy of a task that another delivery holds (a live lease) comes back once that lease is
+     over (its time left + 1 s, at most SQS's 12 h), and runs then if that holder died;
+     a call from an origin other than the one that first claimed the task (a second S3 object)
+     is ignored for good;
+   - run the task;
+   - classify and record the outcome (offload.errors), a second conditional write, on the claim
+     token (a claim lost meanwhile, its lease expired and another delivery holding the task, is
+     logged and left to the new holder):
      succeeded → `succeeded`, with the result;
      UnprocessableInputError → `failed` with the reason: no retry, no DLQ, no alarm;
-     PermanentTaskError → the message is copied to the DLQ at once; `dead`;
+     PermanentTaskError → the message is copied to the DLQ first, then `dead`;
      any other error (transient) → `retrying` (`dead` on the queue's last receive: SQS then
      moves the message), back after an exponential backoff with jitter;
    - metrics.
+   A task that succeeds costs two DynamoDB writes here, and no read.
 4. A record with a call that must come back (transient, held) is reported failed, so that it
    returns after the longest delay its calls asked for; its other calls are done and recorded,
    and a copy of them is dropped as a duplicate. Otherwise Lambda deletes the record.
@@ -38,13 +45,9 @@ from uuid import UUID
 
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
-from aws_lambda_powertools.utilities.idempotency.exceptions import (
-    IdempotencyAlreadyInProgressError,
-)
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from offload import claim_check, deadline
-from offload.aws import idempotency
 from offload.aws.tasks_table import Claim
 from offload.errors import (
     InvalidMessageError,
@@ -61,8 +64,8 @@ from offload.registry import get_task
 from offload.retries import (
     backoff_seconds,
     dead_letter,
-    record_transient_failure,
     show_again_in,
+    transient_outcome,
 )
 from offload.wiring import Offload, running
 from offload.worker.sources import Call, Source
@@ -84,12 +87,16 @@ class NoDeadLetterQueueError(TaskError):
     policy moves it to the DLQ after its receives."""
 
 
+class HeldError(TransientTaskError):
+    """Another delivery holds the task (a live lease): this copy comes back after it."""
+
+
 # ---------------------------------------------------------------- running a task, once
 def storable_result(result: Any) -> Any:
     """The result as JSON data, or a note if it is too large to keep.
 
-    The result is stored twice (the idempotency record and the task's status), and a DynamoDB
-    item holds at most 400 KB: a larger result would fail the store after the effect, and the
+    The result is stored in the task's record, and a DynamoDB item holds at most 400 KB: a
+    larger result would fail the write that records the outcome, after the effect, and the
     effect would run again on the next delivery. The effect is what counts; the result is not.
     """
     text = json.dumps(result, default=str)
@@ -108,31 +115,19 @@ def storable_result(result: Any) -> Any:
 
 
 class Runtime:
-    """What the lifecycle runs with, composed once per worker: the Offload, and the task runner
-    under Powertools idempotency (keyed on the task id) on the workers' store."""
+    """What the lifecycle runs with, composed once per worker: the Offload and its settings."""
 
     def __init__(self, offload: Offload) -> None:
         self.offload = offload
         self.settings = offload.settings
-        # The workers' idempotency store, configured by the runner below at its first call.
-        self.store = offload.idempotency.layer("worker")
-        self.idempotency, self.run_once = offload.idempotency.once(
-            self._run_task,
-            user="worker",
-            data_keyword_argument="message",
-            key_jmespath="task_id",
-            key_prefix="offload-task",
-        )
 
-    def _run_task(self, message: dict[str, Any]) -> Any:
-        task = get_task(message["kind"], self.settings.task_modules)
+    def run_task(self, message: TaskMessage) -> Any:
+        task = get_task(message.kind, self.settings.task_modules)
         with running(self.offload):
-            return storable_result(task.run(message["payload"]))
+            return storable_result(task.run(message.payload))
 
     def register_context(self, context: LambdaContext) -> None:
-        """Let in-progress idempotency records expire at this invocation's timeout, and calls
-        that must not be cut off check the time left (offload.deadline)."""
-        self.idempotency.register_lambda_context(context)
+        """Calls that must not be cut off check this invocation's time left (offload.deadline)."""
         deadline.start(context)
 
 
@@ -191,10 +186,35 @@ class Outcome:
     come_back: ComeBack | None = None
 
 
+@dataclass(frozen=True)
+class Run:
+    """A claimed run of one task: what its outcome is recorded with."""
+
+    message: TaskMessage
+    token: str
+    delivery: Delivery
+
+    def record(self, state: TaskState, *, error: str | None = None, result: Any = None) -> None:
+        """Record the outcome, on the claim; a claim lost meanwhile leaves the record alone."""
+        delivery = self.delivery
+        if not delivery.offload.tasks.finish(
+            self.message.task_id,
+            self.token,
+            state,
+            attempts=delivery.attempt,
+            error=error,
+            result=result,
+        ):
+            logger.warning(
+                "claim lost (its lease expired and another delivery took the task); "
+                "outcome not recorded, the record is left to its new holder",
+                extra={"outcome": state.value},
+            )
+
+
 def run_call(call: Call, delivery: Delivery) -> Outcome:
-    """Claim, run under idempotency, classify, record and count one task call."""
+    """Claim, run, classify, record and count one task call."""
     message = call.message
-    attempt = delivery.attempt
     logger.thread_safe_append_keys(
         task_id=str(message.task_id),
         kind=message.kind,
@@ -202,56 +222,64 @@ def run_call(call: Call, delivery: Delivery) -> Outcome:
         origin=call.origin,
     )
     started = time.perf_counter()
+    offload = delivery.offload
     try:
-        offload = delivery.offload
         claim = offload.tasks.claim(
             message.task_id,
             message.kind,
-            attempts=attempt,
+            attempts=delivery.attempt,
             lease_seconds=delivery.lease_seconds,
             owner=message.owner,
             origin=call.origin,
         )
-        if not claim.taken:
-            _skipped(claim)
-            return Outcome(None)
+    except Exception as exc:  # DynamoDB unreachable: nothing ran, nothing is recorded
+        delay = backoff_seconds(delivery.attempt, offload.settings)
+        logger.warning(
+            "task not claimed; will retry",
+            extra={"retry_in_seconds": delay, "reason": f"{type(exc).__name__}: {exc}"},
+        )
+        return Outcome(None, ComeBack(delay, exc))
+    if not claim.taken or claim.token is None:
+        return _refused(claim, delivery)
+    run = Run(message, claim.token, delivery)
+    try:
         logger.info("task started")
         definition = get_task(message.kind, offload.settings.task_modules)
         if definition.queue != delivery.queue:
             raise UnknownTaskError(f"task {message.kind!r} belongs on the {definition.queue} queue")
-        message = claim_check.check_out(message, offload.payloads)
-        result = delivery.runtime.run_once(message=message.model_dump(mode="json"))
+        result = delivery.runtime.run_task(claim_check.check_out(message, offload.payloads))
     except PermanentTaskError as exc:
-        return _dead(message, delivery, exc)
+        return _dead(run, exc)
     except UnprocessableInputError as exc:
-        return _failed(message, delivery, exc)
-    except IdempotencyAlreadyInProgressError as exc:
-        return _held(message, delivery, exc)
+        return _failed(run, exc)
     except Exception as exc:
-        return _retrying(message, delivery, exc)
-    return _succeeded(message, delivery, result, started)
+        return _retrying(run, exc)
+    return _succeeded(run, result, started)
 
 
-def _skipped(claim: Claim) -> None:
-    if claim.other_origin is None:
-        # A copy of a finished task (succeeded, failed or dead): the claim refuses to move it.
-        logger.info("task already finished; duplicate delivery skipped")
-    else:
+def _refused(claim: Claim, delivery: Delivery) -> Outcome:
+    if claim.held_seconds is not None:
+        # Another delivery holds the task: come back once its lease is over.
+        delay = min(math.ceil(claim.held_seconds) + 1, MAX_VISIBILITY_SECONDS)
+        logger.warning("task is running in another delivery", extra={"retry_in_seconds": delay})
+        error = HeldError(f"task held by another delivery for {claim.held_seconds:.0f} s more")
+        return Outcome(None, ComeBack(delay, error))
+    if claim.other_origin is not None:
         logger.warning(
             "task claimed from another origin first; ignored",
             extra={"claimed_origin": claim.other_origin},
         )
+    elif claim.state is TaskState.CANCELLED:
+        logger.info("task cancelled; its message is dropped")
+    else:
+        # A copy of a finished task (succeeded, failed or dead): the claim refuses to move it.
+        logger.info("task already finished; duplicate delivery skipped")
     metrics.add_metric(name="DuplicatesSkipped", unit=MetricUnit.Count, value=1)
+    return Outcome(None)
 
 
-def _succeeded(message: TaskMessage, delivery: Delivery, result: Any, started: float) -> Outcome:
-    delivery.offload.tasks.transition(
-        message.task_id,
-        message.kind,
-        TaskState.SUCCEEDED,
-        attempts=delivery.attempt,
-        result=result,
-    )
+def _succeeded(run: Run, result: Any, started: float) -> Outcome:
+    run.record(TaskState.SUCCEEDED, result=result)
     elapsed_ms = (time.perf_counter() - started) * 1000
     logger.info("task succeeded", extra={"duration_ms": round(elapsed_ms, 1)})
     metrics.add_metric(name="TasksSucceeded", unit=MetricUnit.Count, value=1)
@@ -259,45 +287,33 @@ def _succeeded(message: TaskMessage, delivery: Delivery, result: Any, started: f
     return Outcome(TaskState.SUCCEEDED)
 
 
-def _failed(message: TaskMessage, delivery: Delivery, exc: UnprocessableInputError) -> Outcome:
+def _failed(run: Run, exc: UnprocessableInputError) -> Outcome:
     """The input can never succeed: the user is told why; nothing for an operator."""
-    delivery.offload.tasks.transition(
-        message.task_id, message.kind, TaskState.FAILED, attempts=delivery.attempt, error=str(exc)
-    )
+    run.record(TaskState.FAILED, error=str(exc))
     logger.warning("task input can never succeed; failed", extra={"reason": str(exc)})
     metrics.add_metric(name="TasksFailed", unit=MetricUnit.Count, value=1)
     return Outcome(TaskState.FAILED)
 
 
-def _dead(message: TaskMessage, delivery: Delivery, exc: PermanentTaskError) -> Outcome:
-    # DLQ first: if the status write then fails, the redelivery dead-letters it again rather
-    # than skipping it as finished.
+def _dead(run: Run, exc: PermanentTaskError) -> Outcome:
+    # DLQ first: if the status write then fails, the redelivery (its claim's lease over)
+    # dead-letters it again rather than skipping it as finished.
     logger.error(
         "task failed permanently; sent to the DLQ without retry",
         extra={"reason": str(exc)},
         exc_info=exc,
     )
-    delivery.dead_letter(str(exc))
-    delivery.offload.tasks.transition(
-        message.task_id, message.kind, TaskState.DEAD, attempts=delivery.attempt, error=str(exc)
-    )
+    run.delivery.dead_letter(str(exc))
+    run.record(TaskState.DEAD, error=str(exc))
     metrics.add_metric(name="TasksDead", unit=MetricUnit.Count, value=1)
     return Outcome(TaskState.DEAD)
 
 
-def _held(
-    message: TaskMessage, delivery: Delivery, exc: IdempotencyAlreadyInProgressError
-) -> Outcome:
-    """Another delivery runs the task: the task is left alone, and this copy comes back."""
-    delay = _in_progress_delay(message, delivery)
-    logger.warning("task is running in another delivery", extra={"retry_in_seconds": delay})
-    return Outcome(None, ComeBack(delay, exc))
-
-
-def _retrying(message: TaskMessage, delivery: Delivery, exc: Exception) -> Outcome:
-    offload, attempt = delivery.offload, delivery.attempt
-    delay = record_transient_failure(offload, message.task_id, message.kind, attempt, exc)
-    if attempt >= offload.settings.max_receive_count:
+def _retrying(run: Run, exc: Exception) -> Outcome:
+    offload, attempt = run.delivery.offload, run.delivery.attempt
+    state, delay = transient_outcome(offload.settings, attempt)
+    run.record(state, error=f"{type(exc).__name__}: {exc}")
+    if state is TaskState.DEAD:
         logger.error(
             "task failed on its last attempt; SQS moves it to the DLQ",
             extra={"reason": f"{type(exc).__name__}: {exc}"},
@@ -312,23 +328,6 @@ def _retrying(message: TaskMessage, delivery: Delivery, exc: Exception) -> Outco
     )
     metrics.add_metric(name="TasksRetried", unit=MetricUnit.Count, value=1)
     return Outcome(TaskState.RETRYING, ComeBack(delay, exc))
-
-
-def _in_progress_delay(message: TaskMessage, delivery: Delivery) -> int:
-    """When to look again at a task that another delivery holds.
-
-    A live holder finishes soon, so early receives back off briefly. From half the receives
-    on, wait until the holder's in-progress record expires (at its Lambda's timeout, if that
-    worker died), so that a duplicate never reaches the DLQ only because of the wait.
-    """
-    offload, attempt = delivery.offload, delivery.attempt
-    delay = backoff_seconds(attempt, offload.settings)
-    if attempt > offload.settings.max_receive_count // 2:
-        left = idempotency.in_progress_seconds_left(
-            delivery.runtime.store, message.model_dump(mode="json")
-        )
-        delay = max(delay, math.ceil(left) + 1)
-    return min(delay, MAX_VISIBILITY_SECONDS)
 
 
 def _come_back(outcomes: list[Outcome]) -> ComeBack | None:
