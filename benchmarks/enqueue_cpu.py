@@ -6,8 +6,8 @@ Mangum route that makes one `send_message` (benchmarks.baselines.bare_handler).
 moto runs as a server in another process, so that its CPU is not counted; this process's CPU
 (time.process_time: every thread of it, so thread-pool hops count) is measured around each
 request, the two handlers alternating (ABAB), after a warm-up. Prints the medians and their
-ratio (issue 11's target: at most 1.5x). With --profile, cProfile records the Offload
-handler's requests only, for `python -m pstats OUT.prof` or snakeviz.
+ratio (issue 11's target: at most 1.5x). With --profile, cProfile records one handler's
+requests (--profiled offload, the default, or bare), timed by CPU, for `python -m pstats`.
 
 cpu_samples() is the part another benchmark can reuse: run it in a process whose AWS_* point
 at moto's server (benchmarks._common.moto_server, child_env).
@@ -36,9 +36,10 @@ Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
 
 def cpu_samples(
-    rounds: int = ROUNDS, profile: cProfile.Profile | None = None
+    rounds: int = ROUNDS, profile: cProfile.Profile | None = None, profiled: str = "offload"
 ) -> dict[str, list[float]]:
-    """Microseconds of this process's CPU per request, for "offload" and "bare"."""
+    """Microseconds of this process's CPU per request, for "offload" and "bare"; `profile`
+    records the `profiled` handler's requests."""
     queues = _provision()
     from api.main import handler as offload_handler
     from benchmarks.baselines.bare_handler import handler as bare_handler
@@ -52,7 +53,7 @@ def cpu_samples(
                 _drain(sqs, url)
         order = list(handlers) if index % 2 == 0 else list(reversed(handlers))
         for name in order:
-            profiling = profile is not None and name == "offload" and index >= WARMUP
+            profiling = profile is not None and name == profiled and index >= WARMUP
             if profiling:
                 profile.enable()  # type: ignore[union-attr]
             start = time.process_time()
@@ -70,7 +71,10 @@ def cpu_samples(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("rounds", type=int, nargs="?", default=ROUNDS)
-    parser.add_argument("--profile", type=Path, help="write the Offload requests' cProfile here")
+    parser.add_argument("--profile", type=Path, help="write a cProfile of the requests here")
+    parser.add_argument(
+        "--profiled", choices=("offload", "bare"), default="offload", help="whose requests"
+    )
     parser.add_argument("--json", type=Path, help="write every sample here")
     args = parser.parse_args()
     if "AWS_ENDPOINT_URL" not in os.environ:
@@ -81,14 +85,15 @@ def main() -> None:
             command = [sys.executable, "-m", "benchmarks.enqueue_cpu", *sys.argv[1:]]
             env = child_env(AWS_ENDPOINT_URL=url)
             sys.exit(subprocess.run(command, cwd=ROOT, env=env, check=False).returncode)
-    profile = cProfile.Profile() if args.profile else None
+    # Timed by CPU, not the wall clock: waiting on moto costs nothing here.
+    profile = cProfile.Profile(time.process_time) if args.profile else None
     # The API's JSON log lines go to stdout, as on Lambda; here to /dev/null, not a terminal.
     sys.stdout.flush()
     saved = os.dup(1)
     with open(os.devnull, "w") as devnull:
         os.dup2(devnull.fileno(), 1)
         try:
-            samples = cpu_samples(args.rounds, profile)
+            samples = cpu_samples(args.rounds, profile, args.profiled)
         finally:
             sys.stdout.flush()
             os.dup2(saved, 1)
