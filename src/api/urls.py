@@ -20,7 +20,8 @@ def _route_for(router: Any, name: str, path_params: dict[str, Any]) -> BaseRoute
     known = _answering.get((id(router), name))
     if known is not None and known[0]() is router:
         return known[1]
-    for route in getattr(router, "routes", ()):
+    routes: list[BaseRoute] = getattr(router, "routes", [])
+    for route in routes:
         try:
             route.url_path_for(name, **path_params)
         except NoMatchFound:
