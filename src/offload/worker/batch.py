@@ -7,6 +7,9 @@ Powertools' BatchProcessor runs records one after another and offers no threaded
 with its `process` step run by in_context; everything else (the SQSRecord each record handler
 gets, the partial batch response) is Powertools'.
 
+Copies of one task in a batch (the same task_id attribute) run one after another, so that the
+later one is dropped as a duplicate, as when every record ran one after another.
+
 Each record runs in its own copy of the caller's contextvars (contextvars.copy_context), so
 what the invocation set (the deadline, offload.deadline) reaches it, and what the record sets
 (its log keys: logger.thread_safe_append_keys) stays its own.
@@ -49,8 +52,31 @@ class ConcurrentBatchProcessor(BatchProcessor):
         self.concurrency = concurrency
 
     def process(self) -> list[tuple[Any, ...]]:
-        results = in_context(self._process_record, self.records, self.concurrency)
+        # Copies of one task (the same task_id attribute) run one after another, in one thread:
+        # the later copy then finds the task finished and is dropped as a duplicate, instead of
+        # finding it running and coming back after the lease.
+        copies: dict[str, list[int]] = {}
+        for index, record in enumerate(self.records):
+            copies.setdefault(_task_id(record) or f"record {index}", []).append(index)
+
+        def run(indexes: list[int]) -> list[tuple[int, tuple[Any, ...]]]:
+            return [
+                (i, contextvars.copy_context().run(self._process_record, self.records[i]))
+                for i in indexes
+            ]
+
+        results: list[tuple[Any, ...]] = [()] * len(self.records)
+        for ran in in_context(run, list(copies.values()), self.concurrency):
+            for index, result in ran:
+                results[index] = result
         # The records' threads reported their outcomes in the order they finished: report the
         # failures in the batch's order instead.
         self.fail_messages[:] = [record for status, _, record in results if status == "fail"]
         return results
+
+
+def _task_id(record: dict[str, Any]) -> str | None:
+    """The task_id message attribute of a raw SQS record (task messages carry one)."""
+    attribute = (record.get("messageAttributes") or {}).get("task_id") or {}
+    value = attribute.get("stringValue") if isinstance(attribute, dict) else None
+    return value if isinstance(value, str) else None
