@@ -6,6 +6,7 @@ from uuid import UUID
 from fastapi import Request
 from pydantic import BaseModel
 
+from api.urls import url_for
 from offload.models import TaskState
 
 
@@ -17,7 +18,7 @@ class TaskAccepted(BaseModel):
     @classmethod
     def of(cls, request: Request, task_id: UUID) -> "TaskAccepted":
         """The answer to a request that queued `task_id`, with the task's status URL."""
-        return cls(task_id=task_id, status_url=str(request.url_for("get_task", task_id=task_id)))
+        return cls(task_id=task_id, status_url=url_for(request, "get_task", task_id=task_id))
 
 
 class Health(BaseModel):
