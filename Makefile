@@ -88,8 +88,10 @@ lint: setup tools ## ruff, mypy, cfn-lint, sam validate, checkov, bandit, pip-au
 	$(TOOLS)/bandit/bin/bandit -q -r src --severity-level medium
 	@scripts/pip-audit.sh $(TOOLS)/pip-audit/bin/pip-audit
 
-bench: setup ## Benchmarks, side by side with their baselines
-	$(BIN)/python -m benchmarks
+# ARGS=--quick: a ~2-minute smoke run; ARGS="--latency ses=60" or "--latency off": the latency model.
+# The built package's cold start needs the SAM CLI (make tools); without it, that row is skipped.
+bench: setup ## Benchmarks, side by side with their baselines (plot: benchmarks/results/bench.svg)
+	UV=$(CURDIR)/$(UV) $(BIN)/python -m benchmarks $(ARGS)
 
 lock: ## Re-resolve requirements/*.lock from pyproject.toml and src/requirements/*.in
 	@test -x $(UV) || ($(PYTHON) -m venv $(VENV) && $(BIN)/python -m pip install -q uv==$(UV_VERSION))

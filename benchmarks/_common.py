@@ -41,6 +41,11 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def quick() -> bool:
+    """`make bench ARGS=--quick`: fewer rounds and smaller files, a smoke run of every figure."""
+    return os.environ.get("OFFLOAD_BENCH_QUICK") == "1"
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -59,7 +64,10 @@ def row(
     target: float | None,
     unit: str = "ms",
     note: str = "",
+    variant: str = "",
 ) -> Row:
+    """A figure against its baseline. `variant` says what AWS it ran against ("moto", "latency
+    model"); the plot groups rows by it."""
     ratio = value / baseline if baseline else float("inf")
     result: Row = {
         "figure": figure,
@@ -69,6 +77,7 @@ def row(
         "target": target,
         "unit": unit,
         "note": note,
+        "variant": variant,
     }
     if target is not None:
         result["passed"] = ratio <= target
@@ -84,6 +93,12 @@ def failure_reason(exc: BaseException) -> str:
 def not_measured(figure: str, reason: str) -> Row:
     """A row for a figure that could not be measured; `make bench` prints it with the reason."""
     return {"figure": figure, "value": None, "not_measured": reason}
+
+
+def skipped(figure: str, reason: str) -> Row:
+    """A row for a figure this machine cannot measure by design (a tool not installed): printed
+    with the reason, and not a failure of the run."""
+    return {"figure": figure, "value": None, "skipped": reason}
 
 
 def report_failure(figure: str, exc: BaseException) -> str:

@@ -2,9 +2,10 @@
 
 `python -m benchmarks._enqueue {mock|server} ROUNDS OUT.json` times `api.main.handler` on an HTTP
 API v2 `POST /emails` event against the bare Mangum handler, interleaved, and writes every
-sample to OUT.json. With `server`, AWS_ENDPOINT_URL must point at moto's server; with `mock`,
-moto runs in this process (`mock_aws`). Logs go to this process's stdout, which the caller
-discards.
+sample (wall and CPU time of this process, in ms) to OUT.json. With `server`,
+AWS_ENDPOINT_URL must point at moto's server or at the latency model in front of it
+(BENCH_MOTO_URL then names moto itself, for the harness's own calls); with `mock`, moto runs in
+this process (`mock_aws`). Logs go to this process's stdout, which the caller discards.
 """
 
 import json
@@ -89,7 +90,8 @@ def http_api_event(path: str, body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _provision() -> dict[str, str]:
+def provision() -> dict[str, str]:
+    """The table and queues of (a) and (b), in the AWS that boto3 reaches now; their settings."""
     dynamodb = boto3.client("dynamodb")
     dynamodb.create_table(
         TableName="bench-tasks",
@@ -102,13 +104,18 @@ def _provision() -> dict[str, str]:
         name: sqs.create_queue(QueueName=f"bench-{name}")["QueueUrl"]
         for name in ("email", "tasks", "bare")
     }
-    os.environ.update(
-        OFFLOAD_TASKS_TABLE="bench-tasks",
-        OFFLOAD_EMAIL_QUEUE_URL=queues["email"],
-        OFFLOAD_TASK_QUEUE_URL=queues["tasks"],
-        BENCH_QUEUE_URL=queues["bare"],
-    )
-    return queues
+    return {
+        "OFFLOAD_TASKS_TABLE": "bench-tasks",
+        "OFFLOAD_EMAIL_QUEUE_URL": queues["email"],
+        "OFFLOAD_TASK_QUEUE_URL": queues["tasks"],
+        "BENCH_QUEUE_URL": queues["bare"],
+    }
+
+
+def _provision() -> list[str]:
+    settings = provision()
+    os.environ.update(settings)
+    return [url for name, url in settings.items() if name.endswith("QUEUE_URL")]
 
 
 def _drain(sqs: Any, queue_url: str) -> None:
@@ -125,32 +132,38 @@ def _drain(sqs: Any, queue_url: str) -> None:
 
 
 def measure(rounds: int) -> dict[str, list[float]]:
-    queues = _provision()
+    if "BENCH_QUEUE_URL" in os.environ:  # provisioned by the caller (benchmarks.api)
+        names = ("OFFLOAD_EMAIL_QUEUE_URL", "OFFLOAD_TASK_QUEUE_URL", "BENCH_QUEUE_URL")
+        queues = [os.environ[name] for name in names]
+    else:
+        queues = _provision()
     from api.main import handler as offload_handler
     from benchmarks.baselines.bare_handler import handler as bare_handler
 
     event = emails_event()
     context = Context()
-    sqs = boto3.client("sqs")
+    # The harness drains the queues directly (not through the latency model, if there is one).
+    sqs = boto3.client("sqs", endpoint_url=os.environ.get("BENCH_MOTO_URL") or None)
     handlers: dict[str, Callable[[dict[str, Any], Any], dict[str, Any]]] = {
         "offload": offload_handler,
         "bare": bare_handler,
     }
-    samples: dict[str, list[float]] = {name: [] for name in handlers}
+    samples: dict[str, list[float]] = {n: [] for name in handlers for n in (name, f"{name}_cpu")}
     warmup = 10
     for index in range(warmup + rounds):
         if index % DRAIN_EVERY == 0:
-            for url in queues.values():
+            for url in queues:
                 _drain(sqs, url)
         order = list(handlers) if index % 2 == 0 else list(reversed(handlers))
         for name in order:
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             response = handlers[name](event, context)
-            elapsed = time.perf_counter() - start
+            elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
             if response["statusCode"] != 202:
                 raise RuntimeError(f"{name}: {response['statusCode']} {response['body']}")
             if index >= warmup:
                 samples[name].append(elapsed * 1000)
+                samples[f"{name}_cpu"].append(cpu * 1000)
     return samples
 
 

@@ -1,7 +1,10 @@
-"""The API's figures from issue 2, each against a baseline measured in the same run.
+"""The API's figures, each against a baseline measured in the same run.
 
-(a) import and init of the API handler module, in a fresh process;
-(b) one enqueue request in-process through Mangum, against moto (in-process and server);
+(a) import and init of the API handler module, and a cold start (import + first request), in a
+    fresh process, against moto and behind the latency model; the built package under
+    python3.13 and the Lambda runtime emulator too (skipped without the SAM CLI);
+(b) one enqueue request in-process through Mangum, wall and CPU time, against moto (in-process
+    and server) and behind the latency model;
 (c) the slowest answer of a plain `def` endpoint while a burst of 200 requests each start a
     2-second task: the seed's in-process BackgroundTasks against Offload.
 
@@ -12,6 +15,7 @@ are noisy.
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -20,6 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -32,58 +37,182 @@ from benchmarks._common import (
     measured,
     median,
     moto_server,
+    quick,
     row,
+    skipped,
     spawn,
     stop,
     wait_http,
 )
+from benchmarks._latency import Endpoint, aws_endpoint, configured, describe
 
-IMPORT_RUNS = 15
-ENQUEUE_ROUNDS = 300
+COLD_RUNS = 5
+BUILT_RUNS = 3
+ENQUEUE_ROUNDS = 200
 BURST_SIZE = 200
-BURST_ROUNDS = 3
+BURST_ROUNDS = 2
 TASK_SECONDS = 2.0
 PROBE_WINDOW_SECONDS = 12.0  # the seed's 200 tasks drain in ~10 s
 IDLE_PROBES = 40
 
 
-# --------------------------------------------------------------------------- (a) import
-def _import_ms(statement: str) -> float:
-    """Time `statement` in a fresh interpreter, measured inside it (interpreter start excluded)."""
-    code = (
-        "import time\nstart = time.perf_counter()\n"
-        f"{statement}\n"
-        "print((time.perf_counter() - start) * 1000)"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        env=child_env(),
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return float(result.stdout.strip().splitlines()[-1])
+# --------------------------------------------------------------------------- (a) cold start
+@contextmanager
+def _resources(delays: dict[str, float] | None) -> Iterator[tuple[Endpoint, dict[str, str]]]:
+    """moto's server (behind the latency model unless `delays` is None) with the table and
+    queues of (a) and (b); yields the endpoint and the environment of a child that uses them."""
+    from benchmarks._enqueue import provision
+
+    with aws_endpoint(delays) as endpoint:
+        with _environ({**BENCH_ENV, "AWS_ENDPOINT_URL": endpoint.moto_url}):
+            settings = provision()
+        env = child_env(**settings, AWS_ENDPOINT_URL=endpoint.url, BENCH_MOTO_URL=endpoint.moto_url)
+        yield endpoint, env
 
 
-def import_figure(runs: int = IMPORT_RUNS) -> list[Row]:
-    subject = "from api.main import handler"
-    baseline = "from benchmarks.baselines.bare_handler import handler"
-    _import_ms(subject), _import_ms(baseline)  # warm the OS file cache and the .pyc files
-    samples: dict[str, list[float]] = {subject: [], baseline: []}
-    for index in range(runs):
-        order = (subject, baseline) if index % 2 == 0 else (baseline, subject)
-        for statement in order:
-            samples[statement].append(_import_ms(statement))
-    return [
-        row(
-            "(a) import + init of api.main (vs bare FastAPI+Mangum+SQS client)",
-            median(samples[subject]),
-            median(samples[baseline]),
-            1.25,
-            note=f"fresh process, median of {runs} each",
+def _variants() -> dict[str, dict[str, float] | None]:
+    """moto alone, and moto behind the latency model (unless OFFLOAD_BENCH_LATENCY=off)."""
+    delays = configured()
+    return {"moto": None} if delays is None else {"moto": None, "latency model": delays}
+
+
+def _cold_start(subject: str, env: dict[str, str]) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "cold.json"
+        result = subprocess.run(
+            [sys.executable, "-m", "benchmarks._cold", subject, str(out)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,  # the API's JSON logs
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
         )
-    ]
+        if result.returncode != 0:
+            raise RuntimeError(f"cold start of {subject} failed:\n{result.stderr[-2000:]}")
+        data: dict[str, float] = json.loads(out.read_text())
+        return data
+
+
+def cold_start_figures(runs: int = COLD_RUNS) -> list[Row]:
+    rows: list[Row] = []
+    for variant, delays in _variants().items():
+        with _resources(delays) as (_, env):
+            if variant == "moto":  # warm the file cache and the .pyc files
+                _cold_start("offload", env), _cold_start("bare", env)
+            samples: dict[str, list[dict[str, float]]] = {"offload": [], "bare": []}
+            for index in range(runs):
+                order = ("offload", "bare") if index % 2 == 0 else ("bare", "offload")
+                for subject in order:
+                    samples[subject].append(_cold_start(subject, env))
+
+        def figure(key: str, subject: str) -> float:
+            return median([sample[key] for sample in samples[subject]])  # noqa: B023
+
+        note = f"fresh process, median of {runs} each"
+        if variant == "moto":
+            rows.append(
+                row(
+                    "(a) import + init of api.main (vs bare FastAPI+Mangum+boto3 handler)",
+                    figure("import_ms", "offload"),
+                    figure("import_ms", "bare"),
+                    1.25,
+                    note=f"{note}; no AWS call: the same with or without the latency model",
+                )
+            )
+        rows.append(
+            row(
+                f"(a) cold start: import + first POST /emails (vs bare handler) [{variant}]",
+                figure("cold_ms", "offload"),
+                figure("cold_ms", "bare"),
+                1.25,
+                note=f"{note}; the first request builds the SDK clients",
+                variant=variant,
+            )
+        )
+    return rows
+
+
+def built_figures(runs: int = BUILT_RUNS) -> list[Row]:
+    """The built ApiFunction package (sam build) under python3.13 and the Lambda runtime
+    emulator, against a bare handler packaged beside the same dependencies: the time from
+    starting the runtime to the answer of the first POST /emails."""
+    from offload.local.build import EmulatorError
+    from offload.local.emulator import Runtime
+
+    figure = "(a) built ApiFunction, python3.13 under the RIE"
+    messages: list[str] = []
+    try:
+        runtime = Runtime.prepare(ROOT / "template.yaml", messages.append)
+    except EmulatorError as exc:
+        return [skipped(figure, str(exc).splitlines()[0])]
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        bare = _bare_package(runtime.build / "ApiFunction", Path(tmp), runtime.python)
+        for variant, delays in _variants().items():
+            with _resources(delays) as (_, env):
+                samples = _built_samples(runtime, bare, env, runs)
+            rows.append(
+                row(
+                    f"{figure}: start + first POST /emails (vs bare package) [{variant}]",
+                    median(samples["offload"]),
+                    median(samples["bare"]),
+                    1.25,
+                    note=(
+                        f"median of {runs} each; the bare handler is packaged with the "
+                        "ApiFunction's own dependencies"
+                    ),
+                    variant=variant,
+                )
+            )
+    return rows
+
+
+def _bare_package(built: Path, tmp: Path, python: Path) -> Path:
+    """The built ApiFunction's dependencies with the bare handler as bench_bare.py, compiled by
+    python3.13 as src/Makefile compiles the package."""
+    package = tmp / "BareHandler"
+    shutil.copytree(built, package)
+    shutil.copy(ROOT / "benchmarks" / "baselines" / "bare_handler.py", package / "bench_bare.py")
+    subprocess.run(
+        [str(python), "-m", "py_compile", str(package / "bench_bare.py")],
+        check=True,
+        capture_output=True,
+    )
+    return package
+
+
+def _built_samples(
+    runtime: Any, bare: Path, env: dict[str, str], runs: int
+) -> dict[str, list[float]]:
+    from benchmarks._enqueue import emails_event
+    from offload.local.emulator import BuiltFunction
+
+    aws = {k: v for k, v in env.items() if k.startswith(("AWS_", "OFFLOAD_", "BENCH_", "POWER"))}
+    functions = {
+        "offload": BuiltFunction(
+            "ApiFunction", "api.main.handler", 10, 512, aws, runtime.build / "ApiFunction"
+        ),
+        "bare": BuiltFunction("BareHandler", "bench_bare.handler", 10, 512, aws, bare),
+    }
+    event = json.dumps(emails_event()).encode()
+    samples: dict[str, list[float]] = {name: [] for name in functions}
+    for index in range(runs + 1):  # the first round warms the file cache
+        order = list(functions) if index % 2 else list(reversed(functions))
+        for name in order:
+            emulator = runtime.emulator(functions[name], lambda _line: None)
+            try:
+                start = time.perf_counter()
+                result = emulator.invoke(event)
+                elapsed = (time.perf_counter() - start) * 1000
+            finally:
+                emulator.stop()
+            status = result.json().get("statusCode") if not result.error else None
+            if status != 202:
+                raise RuntimeError(f"built {name}: {result.payload[:300]!r}")
+            if index:
+                samples[name].append(elapsed)
+    return samples
 
 
 # --------------------------------------------------------------------------- (b) enqueue
@@ -106,28 +235,43 @@ def _enqueue_samples(mode: str, rounds: int, env: dict[str, str]) -> dict[str, l
 
 
 def enqueue_figures(rounds: int = ENQUEUE_ROUNDS) -> list[Row]:
-    rows = []
+    figure = "(b) POST /emails through Mangum (vs bare route, one send_message)"
+    cpu_figure = "(b) CPU per POST /emails, API process (vs bare route)"
     samples = _enqueue_samples("mock", rounds, child_env())
-    rows.append(
+    rows = [
         row(
-            "(b) POST /emails through Mangum, moto in-process (vs one send_message)",
+            f"{figure} [moto in-process]",
             median(samples["offload"]),
             median(samples["bare"]),
-            1.2,
+            None,
             note=f"mock_aws, median of {rounds} each",
+            variant="moto in-process",
         )
-    )
-    with moto_server() as url:
-        samples = _enqueue_samples("server", rounds, child_env(AWS_ENDPOINT_URL=url))
-    rows.append(
-        row(
-            "(b) POST /emails through Mangum, moto server (vs one send_message)",
-            median(samples["offload"]),
-            median(samples["bare"]),
-            1.2,
-            note=f"moto server process, median of {rounds} each",
+    ]
+    for variant, delays in _variants().items():
+        with _resources(delays) as (_, env):
+            samples = _enqueue_samples("server", rounds, env)
+        where = "moto server process" if delays is None else describe(delays)
+        rows.append(
+            row(
+                f"{figure} [{variant}]",
+                median(samples["offload"]),
+                median(samples["bare"]),
+                None if delays is None else 1.1,
+                note=f"{where}, median of {rounds} each",
+                variant=variant,
+            )
         )
-    )
+        rows.append(
+            row(
+                f"{cpu_figure} [{variant}]",
+                median(samples["offload_cpu"]),
+                median(samples["bare_cpu"]),
+                1.5,
+                note=f"process CPU time (every thread) around the handler call; {where}",
+                variant=variant,
+            )
+        )
     return rows
 
 
@@ -179,7 +323,7 @@ def _offload_system(logs: Path) -> Iterator[str]:
             "AWS_ENDPOINT_URL": moto_url,
             "OFFLOAD_TASK_MODULES": "benchmarks.subjects.slow_task",
         }
-        api_env = child_env(**stack.environment("ApiFunction"), **extra)
+        api_env = child_env(**{**stack.environment("ApiFunction"), **extra})
         source = next(s for s in stack.event_sources if s.function == "TaskWorker")
         source = replace(source, environment={**source.environment, **extra})
         from offload.local.poller import spec_argument
@@ -299,8 +443,18 @@ def burst_figures(rounds: int = BURST_ROUNDS) -> list[Row]:
 
 def run() -> list[Row]:
     # Each group is measured on its own: a failure is a row with its reason, not a lost run.
+    small = quick()
     return [
-        *measured("(a) import + init of api.main", import_figure),
-        *measured("(b) POST /emails through Mangum", enqueue_figures),
-        *measured("(c) slowest GET /ping during a burst", burst_figures),
+        *measured(
+            "(a) cold start of api.main", lambda: cold_start_figures(2 if small else COLD_RUNS)
+        ),
+        *measured("(a) built ApiFunction", lambda: built_figures(1 if small else BUILT_RUNS)),
+        *measured(
+            "(b) POST /emails through Mangum",
+            lambda: enqueue_figures(40 if small else ENQUEUE_ROUNDS),
+        ),
+        *measured(
+            "(c) slowest GET /ping during a burst",
+            lambda: burst_figures(1 if small else BURST_ROUNDS),
+        ),
     ]

@@ -221,7 +221,11 @@ def compose(monkeypatch: Any) -> "Offload":
     from workers import email, tasks, upload
 
     offload = build()
-    monkeypatch.setitem(app.dependency_overrides, get_offload, lambda: offload)
+
+    async def composed() -> "Offload":  # a coroutine, as get_offload: no thread-pool hop
+        return offload
+
+    monkeypatch.setitem(app.dependency_overrides, get_offload, composed)
     for worker in (email, tasks, upload):
         monkeypatch.setattr(worker.handler, "offload", offload)
     return offload

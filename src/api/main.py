@@ -13,6 +13,7 @@ from api.stage import ApiGatewayStage
 from offload.errors import EnqueueError
 from offload.fastapi import CorrelationIdHeader
 from offload.registry import InvalidTaskArgumentsError
+from offload.snapstart import register as register_snapstart_hooks
 from offload.status import router as task_status
 from offload.wiring import build
 
@@ -63,3 +64,7 @@ async def enqueue_failed(_: Request, exc: EnqueueError) -> JSONResponse:
 
 # ApiGatewayStage: a named HTTP API stage arrives in the path (/dev/emails); see api/stage.py.
 handler = Mangum(ApiGatewayStage(app), lifespan="off")
+
+# With SnapStart on (template parameter ApiSnapStart): what to prime before the snapshot, and
+# what to renew after a restore (offload.snapstart). Outside the Lambda runtime: nothing.
+register_snapstart_hooks()

@@ -7,6 +7,7 @@ from uuid import UUID
 from fastapi import Request
 from pydantic import AfterValidator, AwareDatetime, BaseModel
 
+from api.urls import url_for
 from offload.models import TaskState, utcnow
 from offload.scheduling import run_at_of
 
@@ -36,7 +37,7 @@ class TaskAccepted(BaseModel):
         return cls(
             task_id=task_id,
             state=TaskState.SCHEDULED if later else TaskState.QUEUED,
-            status_url=str(request.url_for("get_task", task_id=task_id)),
+            status_url=url_for(request, "get_task", task_id=task_id),
             run_at=run_at if later else None,
         )
 

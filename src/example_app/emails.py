@@ -1,5 +1,6 @@
 """The send_email task and the validated email it sends."""
 
+import re
 import unicodedata
 from typing import Annotated, Any
 
@@ -26,6 +27,9 @@ MAX_BODY_CHARS = 100_000
 # Control characters (CR, LF, NUL, VT, FF, NEL, ...) and the line and paragraph separators
 # U+2028 and U+2029: whatever a mail client or a log might read as a line break or a cut.
 NOT_SINGLE_LINE = frozenset({"Cc", "Zl", "Zp"})
+# The same characters, searched in C: category Cc is exactly U+0000-U+001F and U+007F-U+009F,
+# Zl is U+2028 alone and Zp U+2029 alone.
+_NOT_SINGLE_LINE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def single_line(value: Any) -> Any:
@@ -35,12 +39,13 @@ def single_line(value: Any) -> Any:
     normalisation would otherwise drop such characters at the ends without a word.
     """
     if isinstance(value, str):
-        for char in value:
-            if unicodedata.category(char) in NOT_SINGLE_LINE:
-                raise ValueError(
-                    f"must be a single line of text: U+{ord(char):04X} "
-                    f"({unicodedata.name(char, 'a control character')}) is not allowed"
-                )
+        found = _NOT_SINGLE_LINE.search(value)
+        if found is not None:
+            char = found.group()
+            raise ValueError(
+                f"must be a single line of text: U+{ord(char):04X} "
+                f"({unicodedata.name(char, 'a control character')}) is not allowed"
+            )
     return value
 
 

@@ -77,9 +77,12 @@ def _limiter() -> CapacityLimiter:
 _COMPOSING = threading.Lock()
 
 
-def get_offload(request: Request) -> Offload:
+async def get_offload(request: Request) -> Offload:
     """The app's Offload (settings, clients): composed at the app's first request, then kept on
-    `app.state.offload`. Tests override it: `app.dependency_overrides[get_offload] = ...`."""
+    `app.state.offload`. Tests override it: `app.dependency_overrides[get_offload] = ...`.
+
+    A coroutine, so that FastAPI calls it on the event loop: a plain function would cost each
+    request a thread-pool hop, and under Mangum a new thread (see durable_background_tasks)."""
     state = request.app.state
     offload: Offload | None = getattr(state, "offload", None)
     if offload is None:
@@ -282,7 +285,13 @@ async def durable_background_tasks(
     yield tasks
     if tasks.pending:
         try:
-            await to_thread.run_sync(tasks.flush, limiter=_limiter())
+            if tasks.lambda_context is not None:
+                # Under Mangum the event loop serves this one request: the send blocks nothing
+                # else. A thread-pool hop would cost a new thread per request (anyio stops its
+                # worker threads when their root task ends, and Mangum makes each request one).
+                tasks.flush()
+            else:
+                await to_thread.run_sync(tasks.flush, limiter=_limiter())
         except IdempotencyConflictError as exc:
             # Same key, different request (or the first still running): documented as 409.
             raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from exc

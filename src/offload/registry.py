@@ -16,7 +16,7 @@ import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from typing import Any, ParamSpec, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
@@ -57,10 +57,15 @@ class TaskDefinition:
     arguments: type[BaseModel]
     declared: bool = True  # by @task; False: a plain function, named by module:qualname
 
+    @cached_property
+    def signature(self) -> inspect.Signature:
+        """The function's signature, read once (inspect.signature costs each call)."""
+        return inspect.signature(self.func)
+
     def payload(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         """Bind call arguments to the signature, validate them, and return JSON-ready data."""
         try:
-            bound = inspect.signature(self.func).bind(*args, **kwargs)
+            bound = self.signature.bind(*args, **kwargs)
         except TypeError as exc:
             raise TaskError(f"task {self.name!r}: {exc}") from exc
         try:
@@ -83,7 +88,7 @@ class TaskDefinition:
         except ValidationError as exc:
             raise InvalidTaskArgumentsError(self.name, exc) from exc
         arguments = {name: getattr(model, name) for name in model.model_fields_set}
-        bound = inspect.BoundArguments(inspect.signature(self.func), arguments)
+        bound = inspect.BoundArguments(self.signature, arguments)
         return call(self.func, *bound.args, **bound.kwargs)
 
 

@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     # A worker stops taking records when less than this much of its Lambda time is left. It
     # must cover one SES send and the write that records it (checked below).
     record_time_budget_ms: int = Field(default=20_000, ge=0)
+    # How many records of one SQS batch (or calls of one direct event) run at once, each in a
+    # thread of its own; 1 runs them one after another. A worker's calls wait on the network,
+    # so overlapping them is what keeps up with SES and DynamoDB (the default batch is 10).
+    record_concurrency: int = Field(default=10, ge=1, le=100)
     # How long the API remembers an Idempotency-Key (offload.idempotency_keys).
     idempotency_ttl_seconds: int = Field(default=86_400, ge=60)
     # Claim check: a task message larger than this (the queues' MaximumMessageSize) is stored

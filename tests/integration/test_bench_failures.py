@@ -64,3 +64,18 @@ def test_a_whole_benchmark_that_fails_becomes_a_row_and_the_next_one_still_runs(
     assert rows[0]["figure"] == "(b) enqueue figures"
     assert rows[0]["not_measured"] == "ConnectionError: moto's server did not start"
     assert rows[1] == {"figure": "(x)", "value": 1.0}
+
+
+def test_a_figure_this_machine_cannot_measure_is_skipped_with_its_reason_not_failed() -> None:
+    from benchmarks._common import skipped
+
+    rows = [
+        skipped("(a) built ApiFunction", "no SAM CLI found: run `make tools`"),
+        {"figure": "(x)", "value": 1.0},
+    ]
+
+    text = bench.table(rows)
+    line = next(line for line in text.splitlines() if line.startswith("| (a) built"))
+    assert line.rstrip(" |").endswith("skipped")
+    assert "- (a) built ApiFunction: skipped: no SAM CLI found: run `make tools`" in text
+    assert bench.exit_status(rows, errors=[]) == 0

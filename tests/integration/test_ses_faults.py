@@ -221,10 +221,13 @@ def test_ses_is_not_called_when_the_invocation_has_less_time_left_than_the_call_
 
 
 def test_records_that_a_slow_ses_leaves_no_time_for_come_back_after_the_backoff(
-    aws: AwsStack, ses_outage: SesOutage
+    aws: AwsStack, ses_outage: SesOutage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Given three emails in one batch, SES answering slower than its read timeout, and an
+    # Given three emails in one batch whose records run one after another (as the records past
+    # OFFLOAD_RECORD_CONCURRENCY do), SES answering slower than its read timeout, and an
     # invocation with time for the first record only
+    monkeypatch.setenv("OFFLOAD_RECORD_CONCURRENCY", "1")
+    compose(monkeypatch)
     ses_outage.answer_after(10.5)
     enqueue_email(count=3)
     event = received_event(aws.email_queue)

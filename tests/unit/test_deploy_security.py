@@ -294,3 +294,33 @@ def test_browsers_may_send_idempotency_key_and_read_the_correlation_id_and_locat
     assert {"authorization", "content-type", IDEMPOTENCY_HEADER.lower()} <= allow
     assert CORRELATION_HEADER.lower() in allow
     assert {CORRELATION_HEADER.lower(), "location"} <= expose
+
+
+def test_snapstart_is_an_option_of_the_api_function_off_by_default() -> None:
+    # Given the template as SAM deploys it
+    cfn = translated()
+    resources = cfn["Resources"]
+    # Then ApiSnapStart ("false" by default) decides whether published versions are snapshotted
+    assert cfn["Parameters"]["ApiSnapStart"]["Default"] == "false"
+    assert cfn["Conditions"]["ApiSnapStartOn"] == {"Fn::Equals": [{"Ref": "ApiSnapStart"}, "true"]}
+    assert resources["ApiFunction"]["Properties"]["SnapStart"] == {
+        "ApplyOn": {"Fn::If": ["ApiSnapStartOn", "PublishedVersions", "None"]}
+    }
+    # And the HTTP API invokes the published alias (SnapStart never applies to $LATEST)
+    aliases = [n for n, r in resources.items() if r["Type"] == "AWS::Lambda::Alias"]
+    assert aliases == ["ApiFunctionAliaslive"]
+    api_permissions = [
+        r["Properties"]["FunctionName"]
+        for r in resources.values()
+        if r["Type"] == "AWS::Lambda::Permission"
+        and r["Properties"]["Principal"] == "apigateway.amazonaws.com"
+    ]
+    assert api_permissions and all(p == {"Ref": "ApiFunctionAliaslive"} for p in api_permissions)
+    # And nothing SnapStart excludes is configured on it
+    properties = resources["ApiFunction"]["Properties"]
+    assert "FileSystemConfigs" not in properties
+    assert properties.get("EphemeralStorage", {"Size": 512})["Size"] <= 512
+    provisioned = [
+        r for r in resources.values() if "ProvisionedConcurrencyConfig" in r.get("Properties", {})
+    ]
+    assert provisioned == []

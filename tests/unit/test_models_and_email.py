@@ -116,3 +116,19 @@ def test_send_email_without_a_body_fails_permanently() -> None:
     # A task enqueued without any body must not be retried five times.
     with pytest.raises(PermanentTaskError, match="text or an html body"):
         definition_of(send_email).run({"to": "ann@example.com", "subject": "Hi"})
+
+
+def test_the_single_line_pattern_refuses_exactly_the_categories_it_names() -> None:
+    # The regular expression that single_line searches with, against unicodedata itself, for
+    # every code point: the fast search refuses the same characters as the category rule.
+    import sys
+    import unicodedata
+
+    from example_app.emails import _NOT_SINGLE_LINE, NOT_SINGLE_LINE
+
+    differ = [
+        f"U+{ord(c):04X}"
+        for c in map(chr, range(sys.maxunicode + 1))
+        if (unicodedata.category(c) in NOT_SINGLE_LINE) != bool(_NOT_SINGLE_LINE.fullmatch(c))
+    ]
+    assert differ == []

@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.models import ErrorDetail
 from api.security import BODY_ERRORS, UNAUTHORIZED
+from api.urls import url_for
 from example_app.uploads.models import UPLOAD_KIND, UploadCreate, result_keys
 from offload.aws import uploads_s3
 from offload.fastapi import OffloadDep, caller_subject
@@ -80,7 +81,7 @@ async def create_upload(
             expires_in=settings.upload_url_expires_seconds,
         )
     )
-    status_url = str(request.url_for("get_upload", upload_id=upload_id))
+    status_url = url_for(request, "get_upload", upload_id=upload_id)
     response.headers["Location"] = status_url
     return UploadCreated(
         upload_id=upload_id,

@@ -38,6 +38,10 @@ RETRIED = Config(
     connect_timeout=AWS_CONNECT_TIMEOUT_SECONDS,
     read_timeout=AWS_READ_TIMEOUT_SECONDS,
 )
+# SQS: the API's one call per request. Its parameters are built here (offload.aws.sqs) and
+# SQS checks them again; botocore's client-side check of each one cost about 3% of an enqueue
+# request's CPU. A refusal is the same either way (a ClientError instead of a BotoCoreError).
+_SQS = RETRIED.merge(Config(parameter_validation=False))
 # S3 moves parts of up to hundreds of MB: longer timeouts, outside the per-record budget.
 _S3 = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=3, read_timeout=10)
 
@@ -70,9 +74,15 @@ class Clients:
                     client = self._built[name] = build()
         return cast("T", client)
 
+    def _pooled(self, config: Config) -> Config:
+        """`config`, with a connection for each record that may run at once (a batch's
+        records run in threads of their own: offload.worker.batch)."""
+        connections = max(10, self._settings.record_concurrency)
+        return config.merge(Config(max_pool_connections=connections))
+
     @property
     def sqs(self) -> "SQSClient":
-        return self._get("sqs", lambda: boto3.client("sqs", config=RETRIED))
+        return self._get("sqs", lambda: boto3.client("sqs", config=self._pooled(_SQS)))
 
     @property
     def sqs_long_poll(self) -> "SQSClient":
@@ -83,12 +93,13 @@ class Clients:
 
     @property
     def dynamodb(self) -> "DynamoDBClient":
-        return self._get("dynamodb", lambda: boto3.client("dynamodb", config=RETRIED))
+        return self._get("dynamodb", lambda: boto3.client("dynamodb", config=self._pooled(RETRIED)))
 
     @property
     def ses(self) -> "SESV2Client":
-        config = ses_config(self._settings)
-        return self._get("ses", lambda: boto3.client("sesv2", config=config))
+        return self._get(
+            "ses", lambda: boto3.client("sesv2", config=self._pooled(ses_config(self._settings)))
+        )
 
     @property
     def scheduler(self) -> "EventBridgeSchedulerClient":
@@ -96,7 +107,7 @@ class Clients:
 
     @property
     def s3(self) -> "S3Client":
-        return self._get("s3", lambda: boto3.client("s3", config=_S3))
+        return self._get("s3", lambda: boto3.client("s3", config=self._pooled(_S3)))
 
     @property
     def s3_signer(self) -> "S3Client":

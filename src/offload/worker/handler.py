@@ -7,11 +7,7 @@ at its first invocation, never at import, and keeps it for the life of the proce
 import threading
 from typing import Any
 
-from aws_lambda_powertools.utilities.batch import (
-    BatchProcessor,
-    EventType,
-    process_partial_response,
-)
+from aws_lambda_powertools.utilities.batch import process_partial_response
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -19,6 +15,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from offload.observability import logger, metrics, tracer
 from offload.queues import QueueName
 from offload.wiring import Offload, build
+from offload.worker.batch import ConcurrentBatchProcessor
 from offload.worker.runtime import Runtime, process_event, process_record
 from offload.worker.sources import Source, TaskMessages
 
@@ -32,11 +29,6 @@ class QueueWorker:
         self._offload = offload
         self._runtime: Runtime | None = None
         self._lock = threading.Lock()
-        # A batch whose every record failed is still a partial failure: Lambda's Errors metric
-        # then counts crashes only, not ordinary retries.
-        self._processor = BatchProcessor(
-            event_type=EventType.SQS, raise_on_entire_batch_failure=False
-        )
         self._handler = self._wrap()
 
     def using(self, offload: Offload) -> "QueueWorker":
@@ -93,7 +85,7 @@ class QueueWorker:
             return process_partial_response(
                 event=event,
                 record_handler=record_handler,
-                processor=self._processor,
+                processor=ConcurrentBatchProcessor(runtime.settings.record_concurrency),
                 context=context,
             )
 
@@ -105,8 +97,9 @@ def sqs_handler(
 ) -> QueueWorker:
     """The Lambda handler of one queue's worker: `handler = sqs_handler("tasks")`.
 
-    Each record of the SQS batch runs through the task lifecycle (offload.worker.runtime); the
-    handler answers with partial batch failures (the function's SQS trigger needs
+    Each record of the SQS batch runs through the task lifecycle (offload.worker.runtime), up
+    to OFFLOAD_RECORD_CONCURRENCY records at a time (offload.worker.batch); the handler answers
+    with partial batch failures (the function's SQS trigger needs
     `FunctionResponseTypes: [ReportBatchItemFailures]`). `source` reads the queue's messages:
     task messages by default, or S3 notifications (`source=s3_objects(task=...)`), whose direct
     events (as `sam local invoke` passes them) it runs too, answering `{"processed": n}`.

@@ -68,6 +68,7 @@ from offload.retries import (
     transient_outcome,
 )
 from offload.wiring import Offload, running
+from offload.worker.batch import in_context
 from offload.worker.sources import Call, Source
 
 # The most SQS allows for a message's visibility timeout (12 hours).
@@ -451,13 +452,13 @@ def _dead_letter(runtime: Runtime, record: SQSRecord, queue: QueueName, reason: 
 def process_event(
     calls: list[Call], queue: QueueName, context: LambdaContext, runtime: Runtime
 ) -> dict[str, Any]:
-    """Run the calls of a direct event (its first delivery); raise if one must come back, so
-    that Lambda retries the event. Returns how many tasks succeeded."""
+    """Run the calls of a direct event (its first delivery), up to record_concurrency at a
+    time, each with its own log keys; raise if one must come back, so that Lambda retries the
+    event. Returns how many tasks succeeded."""
     delivery = Delivery(runtime, queue, 1, context)
-    try:
-        outcomes = [run_call(call, delivery) for call in calls]
-    finally:
-        logger.thread_safe_remove_keys(list(CALL_LOG_KEYS))
+    outcomes = in_context(
+        lambda call: run_call(call, delivery), calls, runtime.settings.record_concurrency
+    )
     back = _come_back(outcomes)
     if back is not None:
         raise back.error

@@ -1,0 +1,238 @@
+"""Figure (d) and what a task costs: the EmailWorker against a raw loop of its SES calls.
+
+For each model (moto alone, then moto behind the latency model), a fresh moto server
+provisioned from template.yaml and a child process (benchmarks._worker) that enqueues emails
+through the API's handler, then runs the EmailWorker's handler on batches of 10 records,
+interleaved with the baseline: the same 10 SendEmail calls through a pool of 10 threads.
+
+Behind the latency model the proxy counts every request by service and operation, which gives
+the requests per task (API and worker), the DynamoDB writes per successful task and the cost
+per million tasks (benchmarks._prices), next to what SQS alone would cost. The counts do not
+depend on the delays; only the model's proxy counts them.
+"""
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from benchmarks import _prices as prices
+from benchmarks._common import ROOT, Row, child_env, measured, median, quick
+from benchmarks._latency import aws_endpoint, configured, describe
+
+BATCHES = 20
+QUICK_BATCHES = 4
+SENDER = "bench@example.com"
+MODELS = {"moto": None, "latency model": "model"}
+
+
+def memory_mb(function: str) -> int:
+    """A function's MemorySize in template.yaml (or the Globals' one)."""
+    from samtranslator.yaml_helper import yaml_parse
+
+    template = yaml_parse((ROOT / "template.yaml").read_text())
+    default = template.get("Globals", {}).get("Function", {}).get("MemorySize", 128)
+    properties = template["Resources"][function].get("Properties", {})
+    return int(properties.get("MemorySize", default))
+
+
+def _run_child(delays: dict[str, float] | None, batches: int) -> dict[str, Any]:
+    from offload.local.runner import provision_local
+
+    # The SAM translator warns about its own unpublished usage metrics when they are collected.
+    logging.getLogger("samtranslator.metrics").setLevel(logging.ERROR)
+    with aws_endpoint(delays) as endpoint, tempfile.TemporaryDirectory() as tmp:
+        saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID")}
+        os.environ.update(
+            AWS_ENDPOINT_URL=endpoint.moto_url,
+            AWS_ACCESS_KEY_ID="bench",
+            AWS_SECRET_ACCESS_KEY="bench",
+            AWS_DEFAULT_REGION="us-east-1",
+        )
+        try:
+            stack = provision_local(endpoint.moto_url, ROOT / "template.yaml", SENDER)
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+        source = next(s for s in stack.event_sources if s.function == "EmailWorker")
+        env = child_env(
+            **{**stack.environment("ApiFunction"), **stack.environment("EmailWorker")},
+            AWS_ENDPOINT_URL=endpoint.url,
+            BENCH_MOTO_URL=endpoint.moto_url,
+            BENCH_QUEUE_ARN=source.queue_arn,
+        )
+        if delays is not None:
+            env["BENCH_PROXY_URL"] = endpoint.url
+        out = Path(tmp) / "worker.json"
+        result = subprocess.run(
+            [sys.executable, "-m", "benchmarks._worker", str(batches), str(out)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,  # the functions' JSON logs
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"worker benchmark failed:\n{result.stderr[-2000:]}")
+        data: dict[str, Any] = json.loads(out.read_text())
+        return data
+
+
+def _per_task(counts: dict[str, Any], callers: set[str] | None, tasks: int) -> dict[str, float]:
+    totals: dict[str, float] = defaultdict(float)
+    for caller, services in (counts or {}).items():
+        if callers is not None and caller not in callers:
+            continue
+        for service, operations in services.items():
+            for operation, n in operations.items():
+                totals[f"{service}.{operation}"] += n / tasks
+    return dict(sorted(totals.items()))
+
+
+def _breakdown(per_task: dict[str, float]) -> str:
+    return ", ".join(f"{op} {n:.2g}" for op, n in per_task.items()) or "none"
+
+
+def cost_rows(data: dict[str, Any], api_ms: float) -> list[Row]:
+    """Requests per task, DynamoDB writes per successful task and the cost per million."""
+    tasks, succeeded = data["tasks"], max(data["succeeded"], 1)
+    worker_callers = {c for c in data["worker_counts"] or {} if c != data["baseline_key"]}
+    api = _per_task(data["api_counts"], None, tasks)
+    worker = _per_task(data["worker_counts"], worker_callers, succeeded)
+    both: dict[str, float] = defaultdict(float)
+    for part in (api, worker):
+        for op, n in part.items():
+            both[op] += n
+
+    def total(service: str, operations: set[str] | None = None) -> float:
+        return sum(
+            n
+            for op, n in both.items()
+            if op.split(".")[0] == service
+            and (operations is None or op.split(".")[1] in operations)
+        )
+
+    writes = total("dynamodb", prices.DYNAMODB_WRITES)
+    reads = total("dynamodb", prices.DYNAMODB_READS)
+    event_source = prices.EVENT_SOURCE_REQUESTS_PER_BATCH / 10
+    sqs_requests = total("sqs") + event_source
+    worker_ms = median(data["samples"]["worker_ms"])
+    per_task = {
+        "SQS": sqs_requests * prices.SQS_PER_REQUEST,
+        "DynamoDB": writes * prices.DYNAMODB_PER_WRU + reads * prices.DYNAMODB_PER_RRU,
+        "Lambda": prices.lambda_cost(memory_mb("ApiFunction"), api_ms / 1000)
+        + prices.lambda_cost(memory_mb("EmailWorker"), worker_ms / 1000) / 10,
+    }
+    ses = total("ses", {"SendEmail"}) * prices.SES_PER_EMAIL
+    without_ses = sum(per_task.values()) * 1e6
+    sqs_alone = (1 + event_source) * prices.SQS_PER_REQUEST * 1e6
+    shares = ", ".join(f"{k} {v * 1e6 / without_ses:.0%}" for k, v in per_task.items())
+    old_dynamodb = writes * prices.DYNAMODB_PER_WRU_BEFORE_2024_11 * 1e6
+    model = "latency model"
+    return [
+        {
+            "figure": f"requests per task, API (vs one SendMessage) [{model}]",
+            "value": sum(api.values()),
+            "baseline": 1.0,
+            "ratio": sum(api.values()),
+            "target": None,
+            "unit": "",
+            "variant": model,
+            "note": _breakdown(api),
+        },
+        {
+            "figure": f"requests per task, EmailWorker (vs one SendEmail) [{model}]",
+            "value": sum(worker.values()),
+            "baseline": 1.0,
+            "ratio": sum(worker.values()),
+            "target": None,
+            "unit": "",
+            "variant": model,
+            "note": f"{_breakdown(worker)}; plus the SQS event source's receive and delete",
+        },
+        {
+            "figure": f"DynamoDB writes per successful task, API + worker [{model}]",
+            "value": writes,
+            "baseline": None,
+            "ratio": None,
+            "target": "≤ 3 (2 if every guarantee holds)",
+            "unit": "",
+            "variant": model,
+            "passed": writes <= 3,
+            "note": f"{data['succeeded']} of {tasks} tasks succeeded",
+        },
+        {
+            "figure": f"cost per million tasks without SES (vs SQS alone) [{model}]",
+            "value": without_ses,
+            "baseline": sqs_alone,
+            "ratio": without_ses / sqs_alone,
+            "target": "≤ $4",
+            "unit": "$",
+            "variant": model,
+            "passed": without_ses <= 4,
+            "note": (
+                f"{shares}; Lambda arm64 at {memory_mb('ApiFunction')} MB x {api_ms:.1f} ms "
+                f"(API) and {memory_mb('EmailWorker')} MB x {worker_ms:.0f} ms per batch of 10; "
+                f"DynamoDB at $0.625/M WRU (at the pre-2024-11 $1.25: "
+                f"${without_ses - writes * prices.DYNAMODB_PER_WRU * 1e6 + old_dynamodb:.2f}); "
+                f"prices of {prices.SOURCE_DATE}, benchmarks/_prices.py"
+            ),
+        },
+        {
+            "figure": f"cost per million tasks with SES (vs SQS + SES alone) [{model}]",
+            "value": without_ses + ses * 1e6,
+            "baseline": sqs_alone + prices.SES_PER_EMAIL * 1e6,
+            "ratio": (without_ses + ses * 1e6) / (sqs_alone + prices.SES_PER_EMAIL * 1e6),
+            "target": None,
+            "unit": "$",
+            "variant": model,
+            "note": "SES: $0.10 per 1,000 emails",
+        },
+    ]
+
+
+def worker_figures(batches: int) -> list[Row]:
+    delays = configured()
+    variants: dict[str, dict[str, float] | None] = {"moto": None}
+    if delays is not None:
+        variants["latency model"] = delays
+    rows: list[Row] = []
+    for variant, model_delays in variants.items():
+        data = _run_child(model_delays, batches)
+        samples = data["samples"]
+        value, baseline = median(samples["worker"]), median(samples["raw"])
+        where = "moto server" if model_delays is None else describe(model_delays)
+        rows.append(
+            {
+                "figure": f"(d) EmailWorker records/s (vs raw SES loop, 10 in flight) [{variant}]",
+                "value": value,
+                "baseline": baseline,
+                "ratio": value / baseline,
+                "target": "≥ 0.8\u00d7",
+                "unit": "rec/s",
+                "variant": variant,
+                "passed": value / baseline >= 0.8,
+                "note": (
+                    f"{where}; median of {batches} batches of 10; worker CPU "
+                    f"{median(samples['worker_cpu']) / 10:.1f} ms per record; "
+                    f"{data['failed']} records failed"
+                ),
+            }
+        )
+        if model_delays is not None:
+            rows.extend(cost_rows(data, median(data["api_ms"])))
+    return rows
+
+
+def run() -> list[Row]:
+    batches = QUICK_BATCHES if quick() else BATCHES
+    return measured("(d) EmailWorker records/s", lambda: worker_figures(batches))
