@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 from offload.models import TaskMessage
 
@@ -21,6 +22,39 @@ REGION = "us-east-1"
 ACCOUNT = "123456789012"
 SENDER = "sender@example.com"
 STACK_PARAMETERS = {"Stage": "dev", "SenderEmail": SENDER}
+
+
+SCHEDULE_ARN = "arn:aws:scheduler:us-east-1:123456789012:schedule/offload-local-tasks/Heartbeat"
+
+
+def fired(properties: dict[str, Any], scheduled_time: str = "2026-12-01T08:00:00Z") -> str:
+    """A schedule's Target Input as EventBridge Scheduler sends it, context attributes filled
+    in (`properties`: an AWS::Scheduler::Schedule's, or GetSchedule's answer)."""
+    text: str = properties["Target"]["Input"]
+    return (
+        text.replace("<aws.scheduler.schedule-arn>", SCHEDULE_ARN)
+        .replace("<aws.scheduler.scheduled-time>", scheduled_time)
+        .replace("<aws.scheduler.execution-id>", "d32c5kddcf5bb8c3")
+        .replace("<aws.scheduler.attempt-number>", "1")
+    )
+
+
+def owned_task(
+    offload: "Offload",
+    owner: str | None,
+    state: "TaskState | None" = None,
+    kind: str = "write_log",
+    task_id: "UUID | None" = None,
+) -> "UUID":
+    """A task a worker has recorded: claimed (`running`), then moved to `state` if given."""
+    from offload.task_ids import new_task_id
+
+    task_id = task_id or new_task_id(owner)
+    claim = offload.tasks.claim(task_id, kind, attempts=1, lease_seconds=60, owner=owner)
+    assert claim.taken and claim.token is not None
+    if state is not None and state.value != "running":
+        assert offload.tasks.finish(task_id, claim.token, state, attempts=1, error=None)
+    return task_id
 
 
 def load_event(name: str) -> dict[str, Any]:
@@ -141,6 +175,25 @@ class AwsStack:
         ses = get_backend("ses")[ACCOUNT][REGION]
         ses.sent_messages.clear()
         ses.sent_message_count = 0
+        # The one-time schedules tests created (task-<id>); the template's stay.
+        scheduler = boto3.client("scheduler", region_name=REGION)
+        group = self.schedule_group
+        for schedule in scheduler.list_schedules(GroupName=group, NamePrefix="task-")["Schedules"]:
+            scheduler.delete_schedule(Name=schedule["Name"], GroupName=group)
+
+    @property
+    def schedule_group(self) -> str:
+        return self.environment["OFFLOAD_SCHEDULE_GROUP"]
+
+    def schedule(self, name: str) -> dict[str, Any] | None:
+        """A schedule of the stack's group, as EventBridge Scheduler describes it; None if gone."""
+        import boto3
+
+        scheduler = boto3.client("scheduler", region_name=REGION)
+        try:
+            return scheduler.get_schedule(Name=name, GroupName=self.schedule_group)  # type: ignore[return-value]
+        except scheduler.exceptions.ResourceNotFoundException:
+            return None
 
 
 class JsonLogs:

@@ -23,6 +23,7 @@ caller (the JWT `sub`) as its owner; see caller_subject.
 
 import threading
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -43,6 +44,7 @@ from offload.idempotency_keys import (
     enqueue_idempotent,
     fingerprint,
 )
+from offload.models import utcnow
 from offload.registry import (
     NotSendableError,
     check_importable,
@@ -50,6 +52,7 @@ from offload.registry import (
     name_of,
     queue_of,
 )
+from offload.scheduling import When, run_at_of
 from offload.task_ids import new_task_id
 from offload.wiring import Offload, build
 
@@ -145,6 +148,26 @@ class DurableBackgroundTasks:
         self._calls.append(call)
         return call.task_id
 
+    def add_task_later(
+        self, when: When, func: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> UUID:
+        """add_task, to run at `when`: a delay (timedelta) or an aware datetime.
+
+            background_tasks.add_task_later(timedelta(hours=2), send_email, to=..., subject=...)
+            background_tasks.add_task_later(send_at, write_log, "reminder")
+
+        `when` comes first and is positional-only, so it never takes the place of a task's own
+        argument (a task may have a parameter called `delay` or `when`). A time in the past, or
+        a delay of zero or less, runs now; more than a year ahead is a TooFarAheadError (a
+        ValueError), a naive datetime a ValueError. The task is `scheduled` until it runs: up to
+        15 minutes its message waits in the queue, beyond that a one-time EventBridge Scheduler
+        schedule sends it (see offload.scheduling).
+        """
+        run_at = run_at_of(when, utcnow())
+        task_id = self.add_task(func, *args, **kwargs)
+        self._calls[-1] = replace(self._calls[-1], run_at=run_at)
+        return task_id
+
     @property
     def pending(self) -> list[TaskCall | in_process.LocalCall]:
         return list(self._calls)
@@ -175,7 +198,7 @@ class DurableBackgroundTasks:
         if local and self.in_process_tasks is not None:
             in_process.accept(offload, local, self.owner)
             for call in local:
-                self.in_process_tasks.add_task(in_process.run, offload, call)
+                self.in_process_tasks.add_task(in_process.run_when_due, offload, call)
 
 
 def correlation_id(request: Request) -> str | None:

@@ -14,14 +14,16 @@ succeeded or failed); otherwise nothing is recorded.
 """
 
 import os
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
 from offload.aws.tasks_table import MAX_LAMBDA_SECONDS
 from offload.errors import EnqueueError
-from offload.models import TaskState
+from offload.models import TaskState, utcnow
 from offload.observability import logger
 from offload.queues import QueueName, queue_named
 from offload.registry import call
@@ -43,6 +45,8 @@ class Call(Protocol):
     def kind(self) -> str: ...
     @property
     def queue(self) -> QueueName: ...
+    @property
+    def run_at(self) -> datetime | None: ...
     def run(self) -> Any: ...
 
 
@@ -58,6 +62,7 @@ class LocalCall:
     kwargs: dict[str, Any]
     reason: str
     task_id: UUID = field(default_factory=lambda: new_task_id(None))
+    run_at: datetime | None = None
 
     def run(self) -> Any:
         return call(self.function, *self.args, **self.kwargs)
@@ -120,7 +125,24 @@ def accept(offload: Offload, calls: Sequence[Call], owner: str | None) -> None:
                 _warn_not_sendable(kind, reason)
     if offload.settings.tasks_table:
         for task_call in calls:
-            offload.tasks.create(task_call.task_id, task_call.kind, owner)
+            if task_call.run_at is not None and task_call.run_at > utcnow():
+                offload.tasks.create_scheduled(
+                    task_call.task_id, task_call.kind, owner, task_call.run_at
+                )
+            else:
+                offload.tasks.create(task_call.task_id, task_call.kind, owner)
+
+
+def run_when_due(offload: Offload, task_call: Call) -> None:
+    """Run the task now, or at its run_at on a timer thread of this process: NOT durable, a
+    restart loses it (the warning of accept() said so)."""
+    wait = (task_call.run_at - utcnow()).total_seconds() if task_call.run_at else 0.0
+    if wait <= 0:
+        run(offload, task_call)
+        return
+    timer = threading.Timer(wait, run, (offload, task_call))
+    timer.daemon = True
+    timer.start()
 
 
 def run(offload: Offload, task_call: Call) -> Any:

@@ -5,8 +5,9 @@ from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from offload.scheduling import ScheduleFiring, firing_task_id
 from offload.task_ids import issued_at, issued_to, new_task_id
 
 # The longest error a history entry keeps (the record's `error` keeps more).
@@ -52,6 +53,21 @@ class TaskMessage(BaseModel):
     # The caller who created the task (JWT `sub`): travels with the task, so that a worker
     # that records the task before the API does still records who may read it.
     owner: str | None = Field(default=None, max_length=256)
+    # Sent by a recurring schedule (template.yaml), without a task id: the firing it comes from,
+    # whose task id is derived from it (offload.scheduling).
+    schedule: ScheduleFiring | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _a_firing_has_its_own_id(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("schedule") and "task_id" not in data:
+            firing = ScheduleFiring.model_validate(data["schedule"])
+            data = {
+                **data,
+                "task_id": firing_task_id(firing),
+                "enqueued_at": data.get("enqueued_at", firing.scheduled_time),
+            }
+        return data
 
 
 class Transition(BaseModel):
@@ -88,7 +104,8 @@ class TaskRecord(BaseModel):
     def as_of(self, now: datetime, max_receive_count: int) -> "TaskRecord":
         """The task as it stands at `now`: a claim on the queue's last receive whose worker
         stopped (killed, out of memory, timed out) before recording an outcome is `dead`, since
-        its message goes to the DLQ; nothing else would ever write that."""
+        its message goes to the DLQ; nothing else would ever write that. A scheduled task past
+        its run_at is `queued`: nothing writes that either, until a worker claims it."""
         if (
             self.state is TaskState.RUNNING
             and self.attempts >= max_receive_count
@@ -102,7 +119,14 @@ class TaskRecord(BaseModel):
                 + (f"; the attempt before failed: {self.error}" if self.error else "")
             )
             return self.model_copy(update={"state": TaskState.DEAD, "error": reason})
+        if self.state is TaskState.SCHEDULED and self.run_at is not None and self.run_at <= now:
+            # Due: its message is on its queue (or its schedule sends it within the minute).
+            return self.model_copy(update={"state": TaskState.QUEUED})
         return self
+
+    def matches(self, state: TaskState | None, kind: str | None) -> bool:
+        """Whether this task is in `state` and of `kind` (None: any)."""
+        return (state is None or self.state is state) and (kind is None or self.kind == kind)
 
     def visible_to(self, subject: str | None) -> bool:
         """Whether `subject` may read (or cancel) this task: its owner. A record that names no

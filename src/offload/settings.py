@@ -80,6 +80,11 @@ class Settings(BaseSettings):
     upload_max_tracked_rows: int = Field(default=1_000_000, ge=0)
     upload_url_expires_seconds: int = Field(default=900, ge=60, le=604_800)
     result_url_expires_seconds: int = Field(default=3_600, ge=60, le=604_800)
+    # Tasks run more than 15 minutes later: one-time EventBridge Scheduler schedules in this
+    # group, sent by this role (it may send to the task queues), failed deliveries to this DLQ.
+    schedule_group: str = ""
+    scheduler_role_arn: str = ""
+    scheduler_dlq_arn: str = ""
     # Security. When set, every route but /health needs `Authorization: Bearer <api_token>`
     # (the local system; on AWS the HTTP API's JWT authorizer guards the routes instead).
     # Set but empty is an error, never "open": see _api_token_not_empty.

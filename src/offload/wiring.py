@@ -22,6 +22,7 @@ from functools import cached_property
 from offload.aws.clients import Clients
 from offload.aws.idempotency import IdempotencyStores
 from offload.aws.payloads import PayloadStore
+from offload.aws.scheduler import Scheduler
 from offload.aws.sqs import Sqs
 from offload.aws.tasks_table import TasksTable
 from offload.settings import Settings
@@ -37,6 +38,7 @@ class Offload:
         self.clients = Clients(settings)
         self._said: set[Hashable] = set()
         self._said_lock = threading.Lock()
+        self._queue_arns: dict[str, str] = {}
 
     def first_time(self, key: Hashable) -> bool:
         """True the first time this composition is asked about `key`: for what the logs say once
@@ -64,6 +66,23 @@ class Offload:
     @cached_property
     def sqs(self) -> Sqs:
         return Sqs(self.clients.sqs, self.clients.sqs_long_poll, self.settings.max_message_bytes)
+
+    @cached_property
+    def scheduler(self) -> Scheduler:
+        s = self.settings
+        return Scheduler(
+            self.clients.scheduler, s.schedule_group, s.scheduler_role_arn, s.scheduler_dlq_arn
+        )
+
+    def queue_arn(self, queue: str) -> str:
+        """The queue's ARN (a one-time schedule's target), asked of SQS once per process."""
+        with self._said_lock:
+            arn = self._queue_arns.get(queue)
+        if arn is None:
+            arn = self.sqs.queue_arn(self.settings.queue_url(queue))
+            with self._said_lock:
+                self._queue_arns[queue] = arn
+        return arn
 
     @cached_property
     def idempotency(self) -> IdempotencyStores:

@@ -131,8 +131,12 @@ def test_redrive_and_purge_the_local_dlqs(local_system: LocalSystem) -> None:
 
 
 def test_list_shows_the_newest_tasks_and_pages_as_json(local_system: LocalSystem) -> None:
-    # Given three tasks
+    # Given three tasks, run by now (a task is listed once a worker has recorded it: enqueueing
+    # writes no record)
     created = [notification(local_system) for _ in range(3)]
+    for task_id in created:
+        waited = command(local_system, "tasks", "show", task_id, "--wait", "--timeout", "60")
+        assert waited.exit_code == 0, waited.output
 
     # When they are listed
     result = command(local_system, "tasks", "list", "--kind", "write_log")

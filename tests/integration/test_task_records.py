@@ -218,7 +218,7 @@ def test_get_of_an_id_with_no_record(
     monkeypatch.setattr(installed().settings, "message_retention_seconds", 60)
     old = new_task_id(ALICE)
     later = utcnow() + timedelta(seconds=61)
-    monkeypatch.setattr("offload.status.utcnow", lambda: later)
+    monkeypatch.setattr("offload.control.utcnow", lambda: later)
     assert read(event, f"/tasks/{old}", ALICE, lambda_context)["statusCode"] == 404
 
 

@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter, Request, status
 
-from api.models import TaskAccepted
+from api.models import SendAt, TaskAccepted
 from api.security import BODY_ERRORS, NOT_QUEUED, UNAUTHORIZED
 from example_app.emails import EmailContent, Recipient, send_email
 from offload.fastapi import BackgroundTasks
@@ -23,9 +23,18 @@ async def email_with_defaults(
     return TaskAccepted.of(request, task_id)
 
 
+class EmailRequest(EmailContent):
+    """An email, and when to send it (optional: now)."""
+
+    send_at: SendAt | None = None
+
+
 @router.post("/emails", status_code=status.HTTP_202_ACCEPTED)
 async def create_email(
-    email: EmailContent, background_tasks: BackgroundTasks, request: Request
+    email: EmailRequest, background_tasks: BackgroundTasks, request: Request
 ) -> TaskAccepted:
-    task_id = background_tasks.add_task(send_email, **email.model_dump(exclude_none=True))
-    return TaskAccepted.of(request, task_id)
+    content = email.model_dump(exclude_none=True, exclude={"send_at"})
+    if email.send_at is None:
+        return TaskAccepted.of(request, background_tasks.add_task(send_email, **content))
+    task_id = background_tasks.add_task_later(email.send_at, send_email, **content)
+    return TaskAccepted.of(request, task_id, email.send_at)

@@ -21,6 +21,7 @@ from offload.settings import (
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_scheduler import EventBridgeSchedulerClient
     from mypy_boto3_sesv2 import SESV2Client
     from mypy_boto3_sqs import SQSClient
 
@@ -99,6 +100,10 @@ class Clients:
         return self._get(
             "ses", lambda: boto3.client("sesv2", config=self._pooled(ses_config(self._settings)))
         )
+
+    @property
+    def scheduler(self) -> "EventBridgeSchedulerClient":
+        return self._get("scheduler", lambda: boto3.client("scheduler", config=RETRIED))
 
     @property
     def s3(self) -> "S3Client":

@@ -81,21 +81,30 @@ class Sqs:
         self.long_poll_client = long_poll_client
         self.max_message_bytes = max_message_bytes
 
-    def send_messages(self, queue_url: str, messages: Sequence[TaskMessage]) -> dict[UUID, str]:
-        """Send task messages in batches (ten at most, and within SQS's batch size).
+    def send_messages(
+        self,
+        queue_url: str,
+        messages: Sequence[TaskMessage],
+        delays: Mapping[UUID, int] | None = None,
+    ) -> dict[UUID, str]:
+        """Send task messages in batches (ten at most, and within SQS's batch size), each
+        delayed by its `delays` seconds (0 to 900) if it has one.
 
         Returns the messages SQS did not take, with why.
         """
         refused: dict[UUID, str] = {}
         by_id = {str(index): message for index, message in enumerate(messages)}
-        entries: list[SendMessageBatchRequestEntryTypeDef] = [
-            {
+        entries: list[SendMessageBatchRequestEntryTypeDef] = []
+        for entry_id, message in by_id.items():
+            entry: SendMessageBatchRequestEntryTypeDef = {
                 "Id": entry_id,
                 "MessageBody": message.model_dump_json(),
                 "MessageAttributes": _attributes(message),
             }
-            for entry_id, message in by_id.items()
-        ]
+            delay = (delays or {}).get(message.task_id)
+            if delay:
+                entry["DelaySeconds"] = delay
+            entries.append(entry)
         for chunk in _chunks(entries, self.max_message_bytes):
             try:
                 response = self.client.send_message_batch(QueueUrl=queue_url, Entries=chunk)

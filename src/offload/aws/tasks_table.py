@@ -8,8 +8,11 @@ is received at most MaxReceiveCount times (12), each receive writes at most two 
 restart (requeue_dead: a redrive or a retry) keeps only the last HISTORY_KEPT.
 """
 
+import base64
+import binascii
 import json
 import secrets
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -32,6 +35,49 @@ MAX_ERROR = 4000
 CLAIMABLE = (TaskState.QUEUED, TaskState.SCHEDULED, TaskState.RETRYING)
 # States a cancel may move to `cancelled`.
 CANCELLABLE = (TaskState.QUEUED, TaskState.SCHEDULED, TaskState.RETRYING)
+# The listing indexes (template.yaml): by_owner (owner, listed_at) holds the tasks that have an
+# owner; all_tasks (listing, listed_at) every task, under LISTING. listed_at is the task's issue
+# time (or its first write) and id, written once, so a record's later writes never touch the
+# indexes (they project keys only).
+BY_OWNER = "by_owner"
+ALL_TASKS = "all_tasks"
+LISTING = "task"
+MAX_LIST_LIMIT = 100
+# A filtered listing reads at most this many records per page, matching or not.
+MAX_EXAMINED = 1000
+MAX_CURSOR_CHARS = 512
+# The largest message a dead task keeps for POST /tasks/{id}/retry (an item holds 400 KB).
+MAX_KEPT_MESSAGE = 256 * 1024
+
+
+class InvalidCursorError(ValueError):
+    """A listing cursor that this table did not hand out."""
+
+
+def listed_at(task_id: UUID, created: datetime) -> str:
+    """The listing indexes' sort key: newest first is descending order."""
+    when = issued_at(task_id) or created
+    return f"{when.astimezone(UTC):%Y-%m-%dT%H:%M:%S.%fZ}#{task_id}"
+
+
+def encode_cursor(item: "Mapping[str, AttributeValueTypeDef]") -> str:
+    position = {"t": item["listed_at"]["S"], "i": item["task_id"]["S"]}
+    return base64.urlsafe_b64encode(json.dumps(position).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[str, str]:
+    """(listed_at, task_id) of a cursor; InvalidCursorError if it is not one of ours."""
+    try:
+        if len(cursor) > MAX_CURSOR_CHARS:
+            raise ValueError("too long")
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        position = json.loads(raw)
+        task_id, at = str(UUID(position["i"])), position["t"]
+        if not (isinstance(at, str) and at.endswith(f"#{task_id}")):
+            raise ValueError("not a position")
+    except (ValueError, TypeError, KeyError, binascii.Error) as exc:
+        raise InvalidCursorError("not a cursor from a previous page") from exc
+    return at, task_id
 
 
 @dataclass(frozen=True)
@@ -144,7 +190,9 @@ class TasksTable:
         self, task_id: UUID, update: _Update, condition: str, *, old_on_refusal: bool = False
     ) -> tuple[bool, dict[str, Any] | None]:
         """Run the update under `condition`: (True, None), or (False, the item as it stood if
-        asked and it exists)."""
+        asked and it exists). A record's first write puts it in the listing indexes."""
+        update.set("listing", _s(LISTING), keep=True)
+        update.set("listed_at", _s(listed_at(task_id, utcnow())), keep=True)
         try:
             self.client.update_item(
                 TableName=self.name,
@@ -190,7 +238,11 @@ class TasksTable:
         if owner:
             update.set("owner", _s(owner), keep=True)
         update.values[":queued"] = _s(TaskState.QUEUED.value)
-        condition = "attribute_not_exists(task_id) OR #state = :queued OR #not_enqueued = :flag"
+        update.values[":scheduled"] = _s(TaskState.SCHEDULED.value)
+        condition = (
+            "attribute_not_exists(task_id) OR #state IN (:queued, :scheduled)"
+            " OR #not_enqueued = :flag"
+        )
         update.values[":flag"] = {"BOOL": True}
         return self._write(task_id, update, condition)[0]
 
@@ -327,11 +379,24 @@ class TasksTable:
         attempts: int,
         error: str | None = None,
         result: Any = None,
+        message: str | None = None,
+        queue: str | None = None,
     ) -> bool:
         """Record the outcome of a claimed run: succeeded (with its result), failed, retrying or
         dead. Conditional on the claim token: False if the claim was lost (its lease expired and
-        another delivery took the task), and the record is left to its new holder."""
+        another delivery took the task), and the record is left to its new holder.
+
+        A dead task keeps its `message` (the SQS body, if at most MAX_KEPT_MESSAGE bytes) and
+        its `queue`: POST /tasks/{id}/retry sends it again (see dead_message)."""
         update = _Update(self, state, utcnow(), attempts, error)
+        if (
+            state is TaskState.DEAD
+            and message is not None
+            and queue is not None
+            and len(message.encode()) <= MAX_KEPT_MESSAGE
+        ):
+            update.set("dead_message", _s(message))
+            update.set("dead_queue", _s(queue))
         update.set("attempts", {"N": str(attempts)})
         update.remove("lease_expires_at", "claim_token")
         if error is not None:
@@ -395,6 +460,18 @@ class TasksTable:
         return True
 
     # ------------------------------------------------------------ reading
+    def dead_message(self, task_id: UUID) -> tuple[str, str] | None:
+        """The queue and SQS body a dead task was delivered with, if it kept them (finish)."""
+        item = self.client.get_item(
+            TableName=self.name,
+            Key=self._key(task_id),
+            ConsistentRead=True,
+            ProjectionExpression="dead_message, dead_queue",
+        ).get("Item", {})
+        if "dead_message" not in item or "dead_queue" not in item:
+            return None
+        return str(item["dead_queue"]["S"]), str(item["dead_message"]["S"])
+
     def get(self, task_id: UUID) -> TaskRecord | None:
         """The task's status, as GET /tasks/{task_id} shows it (see TaskRecord.as_of)."""
         response = self.client.get_item(
@@ -429,3 +506,75 @@ class TasksTable:
             schedule_name=text("schedule_name"),
             history=[_transition(entry) for entry in item.get("history", {}).get("L", [])],
         )
+
+    def list(
+        self,
+        owner: str | None,
+        *,
+        state: TaskState | None = None,
+        kind: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[TaskRecord], str | None]:
+        """`owner`'s tasks (every task if None), newest first: one page of at most `limit`
+        (1 to 100), and the cursor of the next page (None after the last).
+
+        A Query on a listing index (keys only), then one BatchGetItem per page of keys. With
+        `state` or `kind`, a page reads at most MAX_EXAMINED records: it may hold fewer than
+        `limit` tasks and still have a next page. InvalidCursorError for a cursor that this
+        method did not return.
+        """
+        limit = max(1, min(limit, MAX_LIST_LIMIT))
+        index, key_name, key_value = (
+            (ALL_TASKS, "listing", LISTING) if owner is None else (BY_OWNER, "owner", owner)
+        )
+        partition: dict[str, AttributeValueTypeDef] = {key_name: {"S": key_value}}
+        start: dict[str, AttributeValueTypeDef] | None = None
+        if cursor is not None:
+            at, task_id = decode_cursor(cursor)
+            start = {"task_id": {"S": task_id}, "listed_at": {"S": at}, **partition}
+        found: list[TaskRecord] = []
+        examined = 0
+        while True:
+            query: dict[str, Any] = {
+                "TableName": self.name,
+                "IndexName": index,
+                "KeyConditionExpression": "#key = :key",
+                "ExpressionAttributeNames": {"#key": key_name},
+                "ExpressionAttributeValues": {":key": {"S": key_value}},
+                "ScanIndexForward": False,
+                "Limit": min(limit - len(found), MAX_EXAMINED - examined),
+            }
+            if start is not None:
+                query["ExclusiveStartKey"] = start
+            page = self.client.query(**query)
+            keys = page.get("Items", [])
+            records = self._batch_get([k["task_id"]["S"] for k in keys])
+            for position, key in enumerate(keys):
+                examined += 1
+                record = records.get(key["task_id"]["S"])
+                if record is not None and record.matches(state, kind):
+                    found.append(record)
+                if len(found) == limit or examined == MAX_EXAMINED:
+                    last_of_all = position == len(keys) - 1 and "LastEvaluatedKey" not in page
+                    return found, None if last_of_all else encode_cursor(key)
+            start = page.get("LastEvaluatedKey")
+            if start is None:
+                return found, None
+
+    def _batch_get(self, task_ids: "Sequence[str]") -> dict[str, TaskRecord]:
+        """The records of these tasks (at most 100), by id; those that are gone are left out."""
+        found: dict[str, TaskRecord] = {}
+        keys: Sequence[Mapping[str, AttributeValueTypeDef]] = [
+            {"task_id": {"S": task_id}} for task_id in dict.fromkeys(task_ids)
+        ]
+        while keys:
+            response = self.client.batch_get_item(
+                RequestItems={self.name: {"Keys": keys, "ConsistentRead": True}}
+            )
+            for item in response.get("Responses", {}).get(self.name, []):
+                record = self._record(dict(item)).as_of(utcnow(), self.max_receive_count)
+                found[item["task_id"]["S"]] = record
+            unprocessed = response.get("UnprocessedKeys", {}).get(self.name)
+            keys = list(unprocessed["Keys"]) if unprocessed else []
+        return found

@@ -29,6 +29,7 @@ from offload.local.build import EmulatorError
 from offload.local.emulator import Runtime, built_function
 from offload.local.moto_dynamodb import serialize_dynamodb_requests
 from offload.local.poller import spec_argument
+from offload.local.scheduler import LocalScheduler
 from offload.local.stack import LocalStack, provision
 
 LOCAL_CREDENTIALS = {
@@ -221,6 +222,13 @@ class LocalSystem:
         )
         self._start_api()
         self._start_pollers()
+        if self.stack.schedules:
+            _say(
+                "  schedules (fired by the runner, as EventBridge Scheduler would): "
+                + ", ".join(sorted(s for s in self.stack.schedules.values() if "/" in s))
+            )
+        # One-time schedules of tasks run later, and the template's: fired on time.
+        LocalScheduler(self.moto_url, _say).start(self.stopping)
         table = self.tasks_table()
         if table:
             threading.Thread(

@@ -13,6 +13,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 from samtranslator.translator.transform import transform
 from samtranslator.yaml_helper import yaml_parse
 
+from offload.local.schedules import (
+    SCHEDULER_PREFIX,
+    Resolver,
+    create_schedules,
+    scheduler_resources,
+)
+
 if TYPE_CHECKING:
     from mypy_boto3_lambda.type_defs import FunctionConfigurationResponseTypeDef
 
@@ -31,6 +38,8 @@ UNSUPPORTED_PREFIXES = (
     "AWS::S3::BucketPolicy",
     "AWS::Lambda::Permission",
     "AWS::CloudWatch::Alarm",
+    # moto has the Scheduler API, not its CloudFormation resources: created with the API.
+    SCHEDULER_PREFIX,
 )
 
 
@@ -67,6 +76,9 @@ class LocalStack:
     # Where each function's handler is imported from (its CodeUri): logical id → directory.
     code_dirs: dict[str, Path] = field(default_factory=dict)
     api_function: str | None = None  # the function behind the HTTP API, if any
+    # The template's schedule groups and schedules, created with the Scheduler API: logical id
+    # → group name, or `group/name` of a schedule.
+    schedules: dict[str, str] = field(default_factory=dict)
 
     def environment(self, logical_id: str) -> dict[str, str]:
         env = self.functions[logical_id].get("Environment", {}).get("Variables", {})
@@ -229,7 +241,12 @@ def provision(endpoint: str, template_path: Path, parameters: dict[str, str]) ->
 
     cfn_template = translate(template_path, parameters)
     types_before = {name: r["Type"] for name, r in cfn_template["Resources"].items()}
-    left_out = {name: types_before[name] for name in strip_unsupported(cfn_template)}
+    schedulers = scheduler_resources(cfn_template)
+    left_out = {
+        name: types_before[name]
+        for name in strip_unsupported(cfn_template)
+        if name not in schedulers
+    }
     notifications = bucket_notifications(cfn_template)
     cloudformation = session.client("cloudformation", endpoint_url=endpoint)
     cloudformation.create_stack(
@@ -273,6 +290,28 @@ def provision(endpoint: str, template_path: Path, parameters: dict[str, str]) ->
         api_function=http_api_function(template_path),
     )
     apply_bucket_notifications(session, endpoint, notifications, resources)
+    given = {
+        name: str(spec.get("Default", ""))
+        for name, spec in cfn_template.get("Parameters", {}).items()
+    }
+    given.update(parameters)
+    stack_id = stack["StackId"]
+    pseudo = {
+        "AWS::StackName": STACK_NAME,
+        "AWS::StackId": stack_id,
+        "AWS::Region": session.region_name or stack_id.split(":")[3],
+        "AWS::AccountId": stack_id.split(":")[4],
+        "AWS::Partition": "aws",
+        "AWS::URLSuffix": "amazonaws.com",
+    }
+    stack_info.schedules = create_schedules(
+        session,
+        endpoint,
+        schedulers,
+        lambda attribute: Resolver(
+            given, cfn_template.get("Conditions", {}), resources, types, pseudo, attribute
+        ),
+    )
     for mapping in lambda_.list_event_source_mappings()["EventSourceMappings"]:
         # moto would "run" these itself on SendMessage and swallow the messages: the runner owns
         # polling, so the mappings are read, then disabled (moto's delete leaves them active).

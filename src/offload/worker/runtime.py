@@ -196,8 +196,10 @@ class Run:
     delivery: Delivery
 
     def record(self, state: TaskState, *, error: str | None = None, result: Any = None) -> None:
-        """Record the outcome, on the claim; a claim lost meanwhile leaves the record alone."""
+        """Record the outcome, on the claim; a claim lost meanwhile leaves the record alone. A
+        dead task keeps the body it was delivered with, for POST /tasks/{id}/retry."""
         delivery = self.delivery
+        body = delivery.record.body if delivery.record is not None else None
         if not delivery.offload.tasks.finish(
             self.message.task_id,
             self.token,
@@ -205,6 +207,8 @@ class Run:
             attempts=delivery.attempt,
             error=error,
             result=result,
+            message=body,
+            queue=delivery.queue,
         ):
             logger.warning(
                 "claim lost (its lease expired and another delivery took the task); "
