@@ -9,6 +9,8 @@ from uuid import UUID
 from offload.models import TaskRecord, TaskState, utcnow
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
 
@@ -200,6 +202,9 @@ class TasksTable:
         item = response.get("Item")
         if item is None:
             return None
+        return self._record(item, utcnow())
+
+    def _record(self, item: "Mapping[str, AttributeValueTypeDef]", now: datetime) -> TaskRecord:
         lease = item.get("lease_expires_at", {}).get("N")
         record = TaskRecord(
             task_id=UUID(item["task_id"]["S"]),
@@ -213,7 +218,53 @@ class TasksTable:
             owner=item["owner"]["S"] if "owner" in item else None,
             lease_expires_at=datetime.fromtimestamp(float(lease), UTC) if lease else None,
         )
-        return record.as_of(utcnow(), self.max_receive_count)
+        return record.as_of(now, self.max_receive_count)
+
+    # TODO(merge): a minimal stand-in for the list() that helper "sched" adds (same name and
+    # signature); the lead keeps sched's. It scans the table: fine for the local system only.
+    def list(
+        self,
+        owner: str | None,
+        *,
+        state: TaskState | None = None,
+        kind: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[TaskRecord], str | None]:
+        """`owner`'s tasks (None: the tasks without an owner), newest first, `limit` at most,
+        from `cursor` (the second value of the call before; None when there are no more)."""
+        names: dict[str, str] = {"#owner": "owner"}
+        values: dict[str, AttributeValueTypeDef] = {}
+        conditions = ["attribute_not_exists(#owner)"]
+        if owner is not None:
+            conditions = ["#owner = :owner"]
+            values[":owner"] = {"S": owner}
+        if kind is not None:
+            conditions.append("#kind = :kind")
+            names["#kind"] = "kind"
+            values[":kind"] = {"S": kind}
+        scan: dict[str, Any] = {
+            "TableName": self.name,
+            "FilterExpression": " AND ".join(conditions),
+            "ExpressionAttributeNames": names,
+        }
+        if values:
+            scan["ExpressionAttributeValues"] = values
+        now = utcnow()
+        records = [
+            self._record(item, now)
+            for page in self.client.get_paginator("scan").paginate(**scan)
+            for item in page["Items"]
+        ]
+        if state is not None:  # after as_of(): a stalled last claim reads as dead
+            records = [r for r in records if r.state is state]
+        records.sort(key=lambda r: (r.created_at, str(r.task_id)), reverse=True)
+        if cursor is not None:
+            after = cursor.split("|", 1)
+            records = [r for r in records if [r.created_at.isoformat(), str(r.task_id)] < after]
+        page_, more = records[:limit], len(records) > limit
+        last = page_[-1] if page_ else None
+        return page_, f"{last.created_at.isoformat()}|{last.task_id}" if more and last else None
 
     def claim(
         self,

@@ -18,6 +18,7 @@ import boto3
 from offload.local.emulator import Emulator, Runtime
 from offload.local.lambda_runtime import Handler, LambdaContext, load_handler, sqs_event
 from offload.local.stack import EventSource
+from offload.local.task_log import MAX_LINE_CHARS, RECEIVED_KEY
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -69,6 +70,17 @@ class Poller:
         messages = response.get("Messages", [])
         if not messages:
             return BatchOutcome(0, 0)
+        for message in messages:  # the task's arguments, for the dashboard (local.task_log)
+            print(
+                json.dumps(
+                    {
+                        RECEIVED_KEY: True,
+                        "queue": self.source.queue_url.rsplit("/", 1)[-1],
+                        "body": message["Body"][:MAX_LINE_CHARS],
+                    }
+                ),
+                flush=True,
+            )
         event = sqs_event(messages, self.source.queue_arn)
         context = LambdaContext(
             function_name=self.source.function,
