@@ -33,14 +33,12 @@ class _Entry:
 
 
 def _bounded(record: dict[str, Any]) -> dict[str, Any]:
-    text = json.dumps(record, default=str)
-    if len(text) <= MAX_LINE_CHARS:
+    """The record, or if it is longer than MAX_LINE_CHARS its main keys, each cut short."""
+    if len(json.dumps(record, default=str)) <= MAX_LINE_CHARS:
         return record
-    return {
-        key: record[key]
-        for key in ("timestamp", "level", "message", "task_id", "kind", "attempt")
-        if key in record
-    } | {"truncated": text[:MAX_LINE_CHARS]}
+    kept = ("timestamp", "level", "message", "task_id", "kind", "attempt", "error", "reason")
+    cut = MAX_LINE_CHARS // (2 * len(kept))
+    return {key: str(record[key])[:cut] for key in kept if key in record} | {"truncated": True}
 
 
 def task_ids_of(body: str) -> list[str]:
