@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements/dev.lock pyproject.toml | s
 export POWERTOOLS_TRACE_DISABLED ?= true
 export POWERTOOLS_DEV ?= false
 
-.PHONY: help setup run test test-built unit integration e2e lint tools bench tasks emails upload invoke dlq lock build deploy clean
+.PHONY: help setup browser run test test-built unit integration e2e lint tools bench tasks emails upload invoke dlq lock build deploy clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -41,14 +41,27 @@ upload: setup ## Upload FILE=path.csv to the running local system and print its 
 	@test -n "$(FILE)" || (echo "usage: make upload FILE=path/to/file.csv" && exit 2)
 	$(BIN)/offload upload "$(FILE)" $(ARGS)
 
-test: setup ## Run every test: unit, integration, e2e, reliability
+# The dashboard's browser test drives Debian's Chromium (Playwright, no browser download):
+# installed here when missing and this runs as root; otherwise that test skips and says why.
+CHROMIUM := /usr/bin/chromium
+browser: ## Install Debian's chromium for the dashboard's browser test (as root, if missing)
+	@test -x $(CHROMIUM) || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing Debian's chromium for the dashboard's browser test"; \
+			(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+				>/dev/null) || echo "could not install chromium: the browser test will say so"; \
+		else \
+			echo "no $(CHROMIUM), and not root to install it: the dashboard's browser test skips"; \
+		fi; }
+
+test: setup browser ## Run every test: unit, integration, e2e, reliability
 	$(BIN)/pytest
 
 unit: setup ## Only tests/unit (no AWS)
 	$(BIN)/pytest tests/unit
 integration: setup ## Only tests/integration (moto)
 	$(BIN)/pytest tests/integration
-e2e: setup ## Only tests/e2e (the local system)
+e2e: setup browser ## Only tests/e2e (the local system)
 	$(BIN)/pytest tests/e2e
 
 # Security and template tools live in their own venvs (.tools/NAME), pinned by

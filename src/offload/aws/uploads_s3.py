@@ -1,6 +1,8 @@
 """The upload bucket: presigned POST in, streamed reads, streamed multipart writes out."""
 
 import json
+from dataclasses import dataclass
+from datetime import datetime
 from typing import IO, TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -180,3 +182,26 @@ def put_json(client: "S3Client", bucket: str, key: str, data: Any) -> None:
             Body=json.dumps(data, indent=2, default=str).encode(),
             ContentType="application/json",
         )
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    last_modified: datetime
+
+
+def list_objects(
+    client: "S3Client", bucket: str, prefix: str = "", limit: int = 1000
+) -> list[ObjectInfo]:
+    """The first `limit` objects of `bucket` under `prefix` (in key order)."""
+    found: list[ObjectInfo] = []
+    pages = client.get_paginator("list_objects_v2").paginate(
+        Bucket=bucket, Prefix=prefix, PaginationConfig={"MaxItems": limit}
+    )
+    for page in pages:
+        found.extend(
+            ObjectInfo(o["Key"], int(o.get("Size", 0)), o["LastModified"])
+            for o in page.get("Contents", [])
+        )
+    return found[:limit]

@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -18,9 +19,11 @@ import boto3
 from offload.local.emulator import Emulator, Runtime
 from offload.local.lambda_runtime import Handler, LambdaContext, load_handler, sqs_event
 from offload.local.stack import EventSource
+from offload.local.task_log import MAX_LINE_CHARS, RECEIVED_KEY
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_sqs.type_defs import MessageTypeDef
 
 log = logging.getLogger("offload.local.poller")
 WAIT_SECONDS = 1
@@ -52,11 +55,14 @@ class Poller:
         source: EventSource,
         client: "SQSClient | None" = None,
         handler: Handler | None = None,
+        on_receive: "Callable[[MessageTypeDef], None] | None" = None,
     ) -> None:
         self.source = source
         self.sqs = client or boto3.client("sqs")
         self.handler = handler or load_handler(source.handler)
         self.stopping = threading.Event()
+        # Told of each message received, before the handler runs.
+        self.on_receive: Callable[[MessageTypeDef], None] = on_receive or (lambda message: None)
 
     def poll_once(self, wait_seconds: int = WAIT_SECONDS) -> BatchOutcome:
         response = self.sqs.receive_message(
@@ -69,6 +75,8 @@ class Poller:
         messages = response.get("Messages", [])
         if not messages:
             return BatchOutcome(0, 0)
+        for message in messages:
+            self.on_receive(message)
         event = sqs_event(messages, self.source.queue_arn)
         context = LambdaContext(
             function_name=self.source.function,
@@ -123,19 +131,32 @@ def spec_argument(source: EventSource, built: dict[str, Any] | None = None) -> s
     return json.dumps({**asdict(source), "built": built})
 
 
+def received_line(source: EventSource) -> "Callable[[MessageTypeDef], None]":
+    """Prints a line for each message received, for the runner: the task's arguments, which the
+    dashboard shows (offload.local.task_log)."""
+    queue = source.queue_url.rsplit("/", 1)[-1]
+
+    def report(message: "MessageTypeDef") -> None:
+        body = message.get("Body", "")[:MAX_LINE_CHARS]
+        print(json.dumps({RECEIVED_KEY: True, "queue": queue, "body": body}), flush=True)
+
+    return report
+
+
 def main(spec: str) -> None:
     """Entry point of one poller process: `python -m offload.local poll '<event source json>'`."""
     fields = json.loads(spec)
     built = fields.pop("built", None)
     source = EventSource(**fields)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(message)s")
+    report = received_line(source)
     if built is None:
         os.environ.update(source.environment)
-        poller = Poller(source)
+        poller = Poller(source, on_receive=report)
     else:
         emulator = Runtime.from_spec(built, lambda line: print(line, flush=True))
         emulator.start()
-        poller = Poller(source, handler=emulated(emulator))
+        poller = Poller(source, handler=emulated(emulator), on_receive=report)
     signal.signal(signal.SIGTERM, lambda *_: poller.stopping.set())
     signal.signal(signal.SIGINT, lambda *_: poller.stopping.set())
     try:

@@ -11,6 +11,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import IO, Any
 
@@ -25,12 +26,14 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from offload.local import dashboard
 from offload.local.build import EmulatorError
 from offload.local.emulator import Runtime, built_function
 from offload.local.moto_dynamodb import serialize_dynamodb_requests
 from offload.local.poller import spec_argument
 from offload.local.scheduler import LocalScheduler
 from offload.local.stack import LocalStack, provision
+from offload.local.task_log import RECEIVED_KEY, TaskLog, serve
 
 LOCAL_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "local",
@@ -141,6 +144,9 @@ class LocalSystem:
         self.children: dict[str, subprocess.Popen[str]] = {}
         self.stopping = threading.Event()
         self.runtime: Runtime | None = None
+        # The workers' log lines per task, served to the dashboard (in the API process).
+        self.task_log = TaskLog()
+        self.task_log_server: ThreadingHTTPServer | None = None
 
     # ------------------------------------------------------------------ start
     def function_environment(self, function: str) -> dict[str, str]:
@@ -278,13 +284,19 @@ class LocalSystem:
                 env,
             )  # fmt: skip
             return
-        # The FastAPI app is `app` in the module of the handler that Mangum wraps.
+        # The FastAPI app is `app` in the module of the handler that Mangum wraps; the local
+        # dashboard is served beside it, at /dashboard (offload.local.dashboard).
         module = self.stack.functions[function]["Handler"].rpartition(".")[0]
         _say(f"  {function}: serves the HTTP API with uvicorn ({module}:app)")
+        self.task_log_server = serve(self.task_log, self.options.host)
+        env[dashboard.APP_VARIABLE] = f"{module}:app"
+        env[dashboard.TASK_LOG_VARIABLE] = (
+            f"http://{self.options.host}:{self.task_log_server.server_port}"
+        )
         self._spawn(
             "api",
             [
-                "-m", "uvicorn", f"{module}:app",
+                "-m", "uvicorn", "offload.local.dashboard:create_app", "--factory",
                 "--host", self.options.host,
                 "--port", str(self.options.api_port),
                 "--no-server-header",
@@ -318,9 +330,13 @@ class LocalSystem:
                 continue
             try:
                 record: dict[str, Any] = json.loads(text)
+                if not isinstance(record, dict):
+                    raise ValueError("not a log record")
             except ValueError:
                 if self.options.verbose or not text.startswith(INVOCATION_LINES):
                     print(f"{'':10}[{name}] {text}", flush=True)
+                continue
+            if self.task_log.add(record, name) and RECEIVED_KEY in record:
                 continue
             level = str(record.get("level", "INFO"))
             if level in {"INFO", "DEBUG"} and not self.options.verbose:
@@ -385,6 +401,8 @@ class LocalSystem:
                 process.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 process.kill()
+        if self.task_log_server is not None:
+            self.task_log_server.shutdown()
         if self.moto is not None:
             self.moto.stop()
 
@@ -441,10 +459,15 @@ def banner(system: LocalSystem, options: Options) -> str:
         if system.runtime is not None
         else "source (handlers imported from their CodeUri)"
     )
+    dashboard_line = (
+        f"\n    Dashboard    {api}{dashboard.PREFIX}   (tasks, queues, emails, uploads)"
+        if system.task_log_server is not None
+        else ""
+    )
     return f"""
   Offload is running locally.
     Mode         {mode}
-    API          {api}   (docs: {api}/docs)
+    API          {api}   (docs: {api}/docs){dashboard_line}
     Embedded AWS {system.moto_url}   (AWS_ENDPOINT_URL, or the aws cli's --endpoint-url){auth_line}
 
   Try (fill in the {{parameters}}):{listed}
