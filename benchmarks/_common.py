@@ -157,12 +157,35 @@ def wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 30) -
     raise TimeoutError(f"nothing answered on {url} within {timeout} s")
 
 
+# The process behind each server URL that moto_server or latency_proxy started (server_pid).
+SERVERS: dict[str, int] = {}
+
+
+def server_pid(url: str) -> int | None:
+    """The process id of the server (moto, the latency model) that answers on `url`."""
+    return SERVERS.get(url)
+
+
+def process_cpu_ms(pid: int | None) -> float | None:
+    """CPU time (user + system, all threads) a process has spent so far, in ms, from
+    /proc/<pid>/stat (10 ms ticks); None where there is no /proc or no such process."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
 def moto_server(log: Path | None = None) -> Iterator[str]:
     """moto's server in its own process on a free loopback port; yields its URL."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     process = spawn(["-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], child_env(), log)
+    SERVERS[url] = process.pid
     try:
         wait_http(f"{url}/moto-api/", process)
         httpx.post(
@@ -170,4 +193,5 @@ def moto_server(log: Path | None = None) -> Iterator[str]:
         ).raise_for_status()
         yield url
     finally:
+        SERVERS.pop(url, None)
         stop(process)

@@ -293,17 +293,19 @@ def by_operation(counts: Counts, caller: str | None = None) -> dict[str, int]:
 @contextmanager
 def latency_proxy(moto_url: str, delays: dict[str, float], log: Any = None) -> Iterator[str]:
     """The proxy in its own process in front of `moto_url`; yields its URL."""
-    from benchmarks._common import child_env, free_port, spawn, stop, wait_http
+    from benchmarks._common import SERVERS, child_env, free_port, spawn, stop, wait_http
 
     port = free_port()
     spec = ",".join(f"{service}={ms:g}" for service, ms in delays.items())
     args = ["-m", "benchmarks._latency", "--upstream", moto_url, "--port", str(port)]
     process = spawn([*args, "--delays", spec], child_env(), log)
     url = f"http://127.0.0.1:{port}"
+    SERVERS[url] = process.pid
     try:
         wait_http(f"{url}{CONTROL}counts", process)
         yield url
     finally:
+        SERVERS.pop(url, None)
         stop(process)
 
 

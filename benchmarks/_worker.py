@@ -10,7 +10,10 @@ EmailWorker (the template's stack in moto) and AWS_ENDPOINT_URL at moto or at th
    function's): receives 10 messages, invokes `workers.email.handler` with them, deletes those
    that succeeded; times the handler only. Interleaved with each batch, the baseline: 10
    `SendEmail` calls through a thread pool of 10, under its own access key;
-3. writes samples, counts and outcomes to OUT.json.
+3. reads, around each batch and each baseline round, the CPU time of this process and of the
+   servers (BENCH_MOTO_PID: moto; BENCH_PROXY_PID: the latency model), which real AWS would
+   not spend on this machine;
+4. writes samples, counts and outcomes to OUT.json.
 """
 
 import json
@@ -24,8 +27,27 @@ from typing import Any
 import boto3
 import httpx
 
+from benchmarks._common import process_cpu_ms
+
 BATCH = 10
 BASELINE_KEY = "baseline"
+
+
+def _servers_cpu_ms() -> tuple[float | None, float | None]:
+    """CPU time so far of moto's server and of the latency model's proxy (None: unknown)."""
+
+    def pid(name: str) -> int | None:
+        value = os.environ.get(name)
+        return int(value) if value else None
+
+    return process_cpu_ms(pid("BENCH_MOTO_PID")), process_cpu_ms(pid("BENCH_PROXY_PID"))
+
+
+def _spent(before: tuple[float | None, ...], after: tuple[float | None, ...]) -> list[float | None]:
+    return [
+        b - a if a is not None and b is not None else None
+        for a, b in zip(before, after, strict=True)
+    ]
 
 
 def _counts(reset: bool = False) -> Any:
@@ -80,7 +102,20 @@ def main(batches: int, out: Path) -> None:
     pool = ThreadPoolExecutor(max_workers=BATCH)
     list(pool.map(send, range(BATCH)))  # warm the baseline's client and connections
     _counts(reset=True)
-    samples: dict[str, list[float]] = {"worker": [], "raw": [], "worker_ms": [], "worker_cpu": []}
+    samples: dict[str, list[Any]] = {
+        name: []
+        for name in (
+            "worker",
+            "raw",
+            "worker_ms",
+            "worker_cpu",
+            "raw_cpu",
+            "worker_moto_cpu",
+            "worker_proxy_cpu",
+            "raw_moto_cpu",
+            "raw_proxy_cpu",
+        )
+    }
     succeeded = failed = 0
     for index in range(batches):
         messages: list[Any] = []
@@ -97,15 +132,24 @@ def main(batches: int, out: Path) -> None:
             raise RuntimeError("the email queue is empty: the API enqueued nothing")
         order = ("worker", "raw") if index % 2 == 0 else ("raw", "worker")
         for name in order:
+            servers = _servers_cpu_ms()
             if name == "raw":
-                start = time.perf_counter()
+                start, cpu = time.perf_counter(), time.process_time()
                 list(pool.map(send, range(len(messages))))
-                samples["raw"].append(len(messages) / (time.perf_counter() - start))
+                elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+                samples["raw"].append(len(messages) / elapsed)
+                samples["raw_cpu"].append(cpu * 1000)
+                moto, proxy = _spent(servers, _servers_cpu_ms())
+                samples["raw_moto_cpu"].append(moto)
+                samples["raw_proxy_cpu"].append(proxy)
                 continue
             context = LambdaContext(function_name="EmailWorker", timeout_seconds=30)
             start, cpu = time.perf_counter(), time.process_time()
             response = worker(sqs_event(messages, queue_arn), context)
             elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+            moto, proxy = _spent(servers, _servers_cpu_ms())
+            samples["worker_moto_cpu"].append(moto)
+            samples["worker_proxy_cpu"].append(proxy)
             samples["worker"].append(len(messages) / elapsed)
             samples["worker_ms"].append(elapsed * 1000)
             samples["worker_cpu"].append(cpu * 1000)
