@@ -119,10 +119,10 @@ async def list_tasks(
         Query(max_length=MAX_CURSOR_CHARS, description="The next_cursor of the previous page."),
     ] = None,
 ) -> TaskPage:
-    """Your tasks, newest first, a page at a time (every task when the API has no callers'
-    identities: the local system without a JWT). A task is listed once it has a record:
-    scheduled tasks at once, others when a worker takes them. A page filtered by state or kind
-    may hold fewer than `limit` tasks and still have a next one."""
+    """Your tasks, newest first, a page at a time (without a caller identity, the tasks that
+    have no owner: every task of the local system without a JWT). A task is listed once it has
+    a record: scheduled tasks at once, others when a worker takes them. A page filtered by state
+    or kind may hold fewer than `limit` tasks and still have a next one."""
     _recorded(offload)
     owner = caller_subject(request)
     try:

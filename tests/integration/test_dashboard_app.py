@@ -33,7 +33,9 @@ def test_tasks_newest_first_filtered_and_paged(offload: Offload, client: TestCli
     offload.tasks.create(older, "write_log")
     offload.tasks.create(middle, "send_email")
     offload.tasks.create(newest, "<b>bold</b>")
-    offload.tasks.transition(middle, "send_email", TaskState.SUCCEEDED, attempts=1)
+    claim = offload.tasks.claim(middle, "send_email", attempts=1, lease_seconds=30)
+    assert claim.token is not None
+    assert offload.tasks.finish(middle, claim.token, TaskState.SUCCEEDED, attempts=1)
 
     # When the tasks page is read, they come newest first, the markup escaped
     page = client.get("/dashboard").text

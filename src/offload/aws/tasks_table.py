@@ -35,13 +35,12 @@ MAX_ERROR = 4000
 CLAIMABLE = (TaskState.QUEUED, TaskState.SCHEDULED, TaskState.RETRYING)
 # States a cancel may move to `cancelled`.
 CANCELLABLE = (TaskState.QUEUED, TaskState.SCHEDULED, TaskState.RETRYING)
-# The listing indexes (template.yaml): by_owner (owner, listed_at) holds the tasks that have an
-# owner; all_tasks (listing, listed_at) every task, under LISTING. listed_at is the task's issue
-# time (or its first write) and id, written once, so a record's later writes never touch the
-# indexes (they project keys only).
+# The listing index (template.yaml): by_owner (listing, listed_at), where `listing` is the
+# task's owner (prefixed) or NO_OWNER, and listed_at its issue time (or its first write) and id.
+# Both are written once, by the record's first write, so its later writes never touch the index
+# (it projects keys only): one index write per task.
 BY_OWNER = "by_owner"
-ALL_TASKS = "all_tasks"
-LISTING = "task"
+NO_OWNER = "none"
 MAX_LIST_LIMIT = 100
 # A filtered listing reads at most this many records per page, matching or not.
 MAX_EXAMINED = 1000
@@ -52,6 +51,11 @@ MAX_KEPT_MESSAGE = 256 * 1024
 
 class InvalidCursorError(ValueError):
     """A listing cursor that this table did not hand out."""
+
+
+def listing_key(owner: str | None) -> str:
+    """The listing index's partition of `owner`'s tasks (NO_OWNER: the tasks without one)."""
+    return f"owner:{owner}" if owner else NO_OWNER
 
 
 def listed_at(task_id: UUID, created: datetime) -> str:
@@ -190,8 +194,9 @@ class TasksTable:
         self, task_id: UUID, update: _Update, condition: str, *, old_on_refusal: bool = False
     ) -> tuple[bool, dict[str, Any] | None]:
         """Run the update under `condition`: (True, None), or (False, the item as it stood if
-        asked and it exists). A record's first write puts it in the listing indexes."""
-        update.set("listing", _s(LISTING), keep=True)
+        asked and it exists). A record's first write puts it in the listing index."""
+        owner = update.values.get(":owner", {}).get("S")
+        update.set("listing", _s(listing_key(owner)), keep=True)
         update.set("listed_at", _s(listed_at(task_id, utcnow())), keep=True)
         try:
             self.client.update_item(
@@ -516,8 +521,8 @@ class TasksTable:
         limit: int = 50,
         cursor: str | None = None,
     ) -> tuple[list[TaskRecord], str | None]:
-        """`owner`'s tasks (every task if None), newest first: one page of at most `limit`
-        (1 to 100), and the cursor of the next page (None after the last).
+        """`owner`'s tasks (the tasks without an owner if None), newest first: one page of at
+        most `limit` (1 to 100), and the cursor of the next page (None after the last).
 
         A Query on a listing index (keys only), then one BatchGetItem per page of keys. With
         `state` or `kind`, a page reads at most MAX_EXAMINED records: it may hold fewer than
@@ -525,9 +530,7 @@ class TasksTable:
         method did not return.
         """
         limit = max(1, min(limit, MAX_LIST_LIMIT))
-        index, key_name, key_value = (
-            (ALL_TASKS, "listing", LISTING) if owner is None else (BY_OWNER, "owner", owner)
-        )
+        index, key_name, key_value = BY_OWNER, "listing", listing_key(owner)
         partition: dict[str, AttributeValueTypeDef] = {key_name: {"S": key_value}}
         start: dict[str, AttributeValueTypeDef] | None = None
         if cursor is not None:

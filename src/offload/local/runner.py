@@ -368,7 +368,7 @@ class LocalSystem:
                 attempts = item.get("attempts", {}).get("N", "0")
                 error = f"  error: {item['error']['S'][:160]}" if "error" in item else ""
                 _say(
-                    f"task {task_id[:8]}  {item['kind']['S']:<14} {before:>9} → {state:<9}"
+                    f"task …{task_id[-8:]}  {item['kind']['S']:<14} {before:>9} → {state:<9}"
                     f" attempt {attempts}{error}"
                 )
 
