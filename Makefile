@@ -17,7 +17,7 @@ help: ## List the targets
 $(STAMP): requirements/dev.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
-	$(UV) pip install --quiet --python $(BIN)/python -r requirements/dev.lock
+	$(UV) pip install --quiet --compile-bytecode --python $(BIN)/python -r requirements/dev.lock
 	$(UV) pip install --quiet --python $(BIN)/python --no-deps -e .
 	@rm -f $(VENV)/.installed-* && touch $@
 

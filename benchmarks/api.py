@@ -12,10 +12,12 @@ Subjects and baselines alternate (ABAB) and the figures are medians, because the
 are noisy.
 """
 
+import compileall
 import json
 import logging
 import os
 import shutil
+import site
 import subprocess
 import sys
 import tempfile
@@ -94,11 +96,21 @@ def _cold_start(subject: str, env: dict[str, str]) -> dict[str, float]:
         return data
 
 
+def compile_bytecode() -> None:
+    """Compile the .pyc files of everything a cold start imports (the code and the venv), as
+    a Lambda package ships them: this machine sets PYTHONDONTWRITEBYTECODE, so an import would
+    otherwise compile its module from source every time, and the cold start would measure the
+    compiler (DESIGN.md: without .pyc files a cold start takes twice as long)."""
+    for path in (ROOT / "src", ROOT / "benchmarks", *map(Path, site.getsitepackages())):
+        compileall.compile_dir(path, quiet=1, workers=0)
+
+
 def cold_start_figures(runs: int = COLD_RUNS) -> list[Row]:
+    compile_bytecode()
     rows: list[Row] = []
     for variant, delays in _variants().items():
         with _resources(delays) as (_, env):
-            if variant == "moto":  # warm the file cache and the .pyc files
+            if variant == "moto":  # warm the file cache
                 _cold_start("offload", env), _cold_start("bare", env)
             samples: dict[str, list[dict[str, float]]] = {"offload": [], "bare": []}
             for index in range(runs):
@@ -109,7 +121,7 @@ def cold_start_figures(runs: int = COLD_RUNS) -> list[Row]:
         def figure(key: str, subject: str) -> float:
             return median([sample[key] for sample in samples[subject]])  # noqa: B023
 
-        note = f"fresh process, median of {runs} each"
+        note = f"fresh process, .pyc compiled (as a package ships them), median of {runs} each"
         if variant == "moto":
             rows.append(
                 row(

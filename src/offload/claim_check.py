@@ -1,15 +1,20 @@
 """Claim check: a task message too large for SQS carries a pointer to its payload in S3."""
 
+from collections.abc import Callable
+
 from offload.aws import sqs
 from offload.aws.payloads import PayloadStore
 from offload.models import TaskMessage
 
 
-def check_in(message: TaskMessage, payloads: PayloadStore, max_message_bytes: int) -> TaskMessage:
-    """The message to send: itself if it fits in SQS, else a pointer to its stored payload."""
+def check_in(
+    message: TaskMessage, payloads: Callable[[], PayloadStore], max_message_bytes: int
+) -> TaskMessage:
+    """The message to send: itself if it fits in SQS, else a pointer to its payload, stored in
+    `payloads()` (asked for only then: an API whose messages fit never builds an S3 client)."""
     if sqs.message_size(message) <= max_message_bytes:
         return message
-    reference = payloads.store(message.task_id, message.payload)
+    reference = payloads().store(message.task_id, message.payload)
     return message.model_copy(update={"payload": {}, "payload_ref": reference})
 
 

@@ -92,7 +92,8 @@ def _message(
                 "reference to its data"
             )
         return message
-    return claim_check.check_in(message, offload.payloads, offload.settings.max_message_bytes)
+    limit = offload.settings.max_message_bytes
+    return claim_check.check_in(message, lambda: offload.payloads, limit)
 
 
 def _send_later(

@@ -65,7 +65,8 @@ class Offload:
 
     @cached_property
     def sqs(self) -> Sqs:
-        return Sqs(self.clients.sqs, self.clients.sqs_long_poll, self.settings.max_message_bytes)
+        clients = self.clients
+        return Sqs(clients.sqs, lambda: clients.sqs_long_poll, self.settings.max_message_bytes)
 
     @cached_property
     def scheduler(self) -> Scheduler:

@@ -1,6 +1,6 @@
 """Task messages on SQS."""
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -71,11 +71,15 @@ def _batches(messages: "Sequence[MessageTypeDef]") -> "Iterator[Sequence[Message
 
 
 class Sqs:
-    """SQS through `client` (`long_poll_client` for receives that wait); batches stay within
-    `max_message_bytes`, the queues' MaximumMessageSize."""
+    """SQS through `client` (`long_poll_client()` for receives that wait, built when first
+    asked: an API that only sends never builds it); batches stay within `max_message_bytes`,
+    the queues' MaximumMessageSize."""
 
     def __init__(
-        self, client: "SQSClient", long_poll_client: "SQSClient", max_message_bytes: int
+        self,
+        client: "SQSClient",
+        long_poll_client: Callable[[], "SQSClient"],
+        max_message_bytes: int,
     ) -> None:
         self.client = client
         self.long_poll_client = long_poll_client
@@ -149,7 +153,7 @@ class Sqs:
         message is there, so an empty answer means none was visible. A short poll (0) asks a
         sample of them and may answer empty while messages wait.
         """
-        client = self.long_poll_client if wait_seconds > 0 else self.client
+        client = self.long_poll_client() if wait_seconds > 0 else self.client
         response = client.receive_message(
             QueueUrl=queue_url,
             MaxNumberOfMessages=min(max_messages, SQS_BATCH_LIMIT),
