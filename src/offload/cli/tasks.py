@@ -10,6 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from offload.aws.tasks_table import MAX_LIST_LIMIT
 from offload.cli.api import UNREACHABLE_HINT, Api, Session
 from offload.cli.output import (
     ExitCode,
@@ -45,7 +46,9 @@ def list_tasks(
     *,
     state: Annotated[TaskState | None, typer.Option(help="Only tasks in this state.")] = None,
     kind: Annotated[str | None, typer.Option(help="Only tasks of this kind.")] = None,
-    limit: Annotated[int, typer.Option(min=1, max=1000, help="The most tasks per page.")] = 20,
+    limit: Annotated[
+        int, typer.Option(min=1, max=MAX_LIST_LIMIT, help="The most tasks per page.")
+    ] = 20,
     cursor: Annotated[
         str | None, typer.Option(help="Go on from here: the previous page's next_cursor.")
     ] = None,
