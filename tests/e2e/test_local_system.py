@@ -108,6 +108,10 @@ def test_send_notification_runs_write_log(local_system: LocalSystem) -> None:
     )
     assert task["state"] == "succeeded", task
     assert task["kind"] == "write_log"
+    # Worker INFO lines are hidden without -v, and none is printed twice (plain, by the root
+    # logger): the poller's plain handler must not repeat the workers' Powertools lines
+    plain = [line.strip() for line in local_system.output().splitlines()]
+    assert not any(line.endswith("] task started") for line in plain), local_system.output()
 
 
 def test_email_with_defaults_is_sent(local_system: LocalSystem) -> None:

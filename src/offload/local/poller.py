@@ -15,11 +15,13 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import boto3
+from aws_lambda_powertools.logging.filters import SuppressFilter
 
 from offload.local.emulator import Emulator, Runtime
 from offload.local.lambda_runtime import Handler, LambdaContext, load_handler, sqs_event
 from offload.local.stack import EventSource
 from offload.local.task_log import MAX_LINE_CHARS, RECEIVED_KEY
+from offload.observability import logger
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -149,6 +151,12 @@ def main(spec: str) -> None:
     built = fields.pop("built", None)
     source = EventSource(**fields)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(message)s")
+    # The workers' Powertools Logger prints its own JSON lines, and its records also reach the
+    # root logger: Powertools filters them out of the root's handlers that exist when it is
+    # built, which in this process may be before basicConfig. Filter them here as well, or each
+    # line is printed twice (the second plain, with its traceback).
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(SuppressFilter(logger.name))
     report = received_line(source)
     if built is None:
         os.environ.update(source.environment)
