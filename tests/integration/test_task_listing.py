@@ -88,3 +88,18 @@ def test_the_limit_is_bounded(aws: AwsStack, offload: Offload) -> None:
         record(offload, ALICE)
     records, _ = offload.tasks.list(ALICE, limit=MAX_LIST_LIMIT * 10)
     assert len(records) == 3
+
+
+def test_a_caller_without_an_identity_is_not_listed_what_it_may_not_read(
+    aws: AwsStack, offload: Offload
+) -> None:
+    # Given an upload of Alice's, recorded from its S3 event (no owner; its id was issued to her)
+    from offload.task_ids import new_task_id
+
+    upload = owned_task(offload, None, task_id=new_task_id(ALICE))
+    anyones = record(offload, None)
+
+    # When a caller without an identity lists the tasks, it gets only what it may read
+    listed = [task for page in every_page(offload, None, limit=10) for task in page]
+    assert listed == [anyones]
+    assert offload.tasks.get(upload) is not None

@@ -556,7 +556,7 @@ class TasksTable:
             for position, key in enumerate(keys):
                 examined += 1
                 record = records.get(key["task_id"]["S"])
-                if record is not None and record.matches(state, kind):
+                if record is not None and record.matches(state, kind) and record.visible_to(owner):
                     found.append(record)
                 if len(found) == limit or examined == MAX_EXAMINED:
                     last_of_all = position == len(keys) - 1 and "LastEvaluatedKey" not in page
