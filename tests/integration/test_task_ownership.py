@@ -133,8 +133,10 @@ def test_an_upload_and_its_result_links_are_its_creators_only(
     created = handler(as_caller(request, ALICE, "offload/tasks.write"), lambda_context)
     assert created["statusCode"] == 201, created["body"]
     upload_id = UUID(json.loads(created["body"])["upload_id"])
-    # (before the file arrives there is no record: the id answers for it, to Alice alone)
-    assert aws.task(upload_id) is None
+    # (before the file arrives it is recorded as hers, queued: one write per upload, so that it
+    # is in her GET /tasks; the worker records it from the S3 event, which names no owner)
+    record = aws.task(upload_id)
+    assert record is not None and (record["state"], record["owner"]) == ("queued", ALICE)
     waiting = read(event, f"/uploads/{upload_id}", ALICE, lambda_context)
     assert waiting["statusCode"] == 200, waiting["body"]
     assert json.loads(waiting["body"])["state"] == "queued"
@@ -149,6 +151,8 @@ def test_an_upload_and_its_result_links_are_its_creators_only(
     mine = read(event, f"/uploads/{upload_id}", ALICE, lambda_context)
     assert mine["statusCode"] == 200, mine["body"]
     assert set(json.loads(mine["body"])["results"]) == {"cleaned_csv", "summary_json"}
+    listed = json.loads(read(event, "/tasks", ALICE, lambda_context)["body"])["tasks"]
+    assert [t["task_id"] for t in listed] == [str(upload_id)]
 
     # When Bob reads it, then it does not exist for him, and no link is handed out
     theirs = read(event, f"/uploads/{upload_id}", BOB, lambda_context)

@@ -65,11 +65,12 @@ async def create_upload(
     upload: UploadCreate, request: Request, response: Response, offload: OffloadDep
 ) -> UploadCreated:
     """Hand out a presigned POST for exactly this file: its key, its content type and its
-    declared size. Nothing is recorded: the upload's id is issued to the caller
-    (offload.task_ids), and answers for it until its worker records it."""
+    declared size. The upload is recorded as the caller's, queued (one write: its worker
+    records it from the S3 event, which names no owner, and GET /tasks lists it)."""
     settings = offload.settings
     bucket = _bucket(offload)
-    upload_id = new_task_id(caller_subject(request))
+    owner = caller_subject(request)
+    upload_id = new_task_id(owner)
     key = object_key(upload_id, upload.filename)
     post = await run_in_threadpool(
         lambda: uploads_s3.presigned_post(
@@ -81,6 +82,7 @@ async def create_upload(
             expires_in=settings.upload_url_expires_seconds,
         )
     )
+    await run_in_threadpool(offload.tasks.create, upload_id, UPLOAD_KIND, owner)
     status_url = url_for(request, "get_upload", upload_id=upload_id)
     response.headers["Location"] = status_url
     return UploadCreated(
