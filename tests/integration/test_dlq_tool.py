@@ -148,6 +148,9 @@ def test_redrive_json_reports_each_queue_and_logs_apart(dead_task: str, aws: Aws
         }
     ]
     assert "dead letter left in the DLQ" in result.stderr
+    # as a line for people, with its reason, not the library's JSON for CloudWatch
+    line = next(li for li in result.stderr.splitlines() if "dead letter left" in li)
+    assert line.startswith("WARNING dead letter left in the DLQ") and "reason=" in line, line
 
 
 def test_purge_empties_the_dlq(dead_task: str, aws: AwsStack) -> None:

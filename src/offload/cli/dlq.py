@@ -13,7 +13,16 @@ import typer
 from rich.table import Table
 
 from offload.cli.api import Session
-from offload.cli.output import ExitCode, cut, fail, print_json, say, stdout, unreachable_errors
+from offload.cli.output import (
+    ExitCode,
+    PeopleLogFormatter,
+    cut,
+    fail,
+    print_json,
+    say,
+    stdout,
+    unreachable_errors,
+)
 from offload.queues import QUEUES
 
 if TYPE_CHECKING:
@@ -76,10 +85,13 @@ def queues(
     # The tool's log lines (a dead letter left or dropped) go with the other lines for people,
     # to stderr: stdout is the listing or the JSON.
     # (Swapped, not setStream: that flushes the old stream, which may be closed by now.)
+    # One line each, for people (PeopleLogFormatter), not Powertools' JSON.
     handler = logger.registered_handler
     stream = handler.stream if isinstance(handler, logging.StreamHandler) else None
+    formatter = handler.formatter
     if stream is not None:
         cast("logging.StreamHandler[Any]", handler).stream = sys.stderr
+        handler.setFormatter(PeopleLogFormatter())
     try:
         if session.offload is not None:
             offload = session.offload
@@ -103,6 +115,7 @@ def queues(
         os.environ.update(saved)
         if stream is not None:
             cast("logging.StreamHandler[Any]", handler).stream = stream
+            handler.setFormatter(formatter)
 
 
 @app.command("list")

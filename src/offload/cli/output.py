@@ -3,6 +3,7 @@ translation of "nothing answers" and refusals into one line and a meaningful exi
 
 import functools
 import json
+import logging
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -30,6 +31,23 @@ class ExitCode(IntEnum):
     CONFLICT = 5  # the task's state refuses the action (409): cancel a running task, retry one
     #               that is not dead
     DENIED = 6  # the API refused the token (401) or its scope (403)
+
+
+# The attributes every log record has: the others are the keys a call passed (extra=...).
+_RECORD_ATTRIBUTES = {*vars(logging.LogRecord("", 0, "", 0, "", None, None)), "message"}
+
+
+class PeopleLogFormatter(logging.Formatter):
+    """A log record as one line for people (the library logs JSON, for CloudWatch):
+    `LEVEL message key=value ...`, with the keys the call passed."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        keys = " ".join(
+            f"{key}={' '.join(str(value).split())}"
+            for key, value in vars(record).items()
+            if key not in _RECORD_ATTRIBUTES and not key.startswith("_")
+        )
+        return f"{record.levelname} {record.getMessage()}" + (f" {keys}" if keys else "")
 
 
 def stdout() -> Console:
