@@ -1,11 +1,13 @@
 """Shared helpers: free ports, child processes, environments and medians."""
 
+import json
 import os
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -30,6 +32,41 @@ BENCH_ENV = {
 }
 
 Row = dict[str, Any]
+
+
+@contextmanager
+def environ(values: dict[str, str]) -> Iterator[None]:
+    """os.environ with `values` set, each restored (or removed) afterwards."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def run_json_child(module: str, args: list[str], env: dict[str, str], what: str) -> Any:
+    """Run `python -m MODULE ARGS... OUT` in a fresh process and return the JSON it wrote to
+    OUT. Its stdout (the functions' JSON logs) is dropped; if it fails, RuntimeError with the
+    end of its stderr, naming `what` it measured."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "result.json"
+        result = subprocess.run(
+            [sys.executable, "-m", module, *args, str(out)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"{what} failed:\n{result.stderr[-2000:]}")
+        return json.loads(out.read_text())
 
 
 def child_env(**extra: str) -> dict[str, str]:

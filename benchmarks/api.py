@@ -15,11 +15,9 @@ are noisy.
 import compileall
 import json
 import logging
-import os
 import shutil
 import site
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -35,12 +33,14 @@ from benchmarks._common import (
     ROOT,
     Row,
     child_env,
+    environ,
     free_port,
     measured,
     median,
     moto_server,
     quick,
     row,
+    run_json_child,
     skipped,
     spawn,
     stop,
@@ -66,7 +66,7 @@ def _resources(delays: dict[str, float] | None) -> Iterator[tuple[Endpoint, dict
     from benchmarks._enqueue import provision
 
     with aws_endpoint(delays) as endpoint:
-        with _environ({**BENCH_ENV, "AWS_ENDPOINT_URL": endpoint.moto_url}):
+        with environ({**BENCH_ENV, "AWS_ENDPOINT_URL": endpoint.moto_url}):
             settings = provision()
         env = child_env(**settings, AWS_ENDPOINT_URL=endpoint.url, BENCH_MOTO_URL=endpoint.moto_url)
         yield endpoint, env
@@ -79,21 +79,10 @@ def _variants() -> dict[str, dict[str, float] | None]:
 
 
 def _cold_start(subject: str, env: dict[str, str]) -> dict[str, float]:
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "cold.json"
-        result = subprocess.run(
-            [sys.executable, "-m", "benchmarks._cold", subject, str(out)],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,  # the API's JSON logs
-            stderr=subprocess.PIPE,
-            text=True,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise RuntimeError(f"cold start of {subject} failed:\n{result.stderr[-2000:]}")
-        data: dict[str, float] = json.loads(out.read_text())
-        return data
+    data: dict[str, float] = run_json_child(
+        "benchmarks._cold", [subject], env, f"cold start of {subject}"
+    )
+    return data
 
 
 def compile_bytecode() -> None:
@@ -229,21 +218,10 @@ def _built_samples(
 
 # --------------------------------------------------------------------------- (b) enqueue
 def _enqueue_samples(mode: str, rounds: int, env: dict[str, str]) -> dict[str, list[float]]:
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "samples.json"
-        result = subprocess.run(
-            [sys.executable, "-m", "benchmarks._enqueue", mode, str(rounds), str(out)],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,  # the API's JSON logs
-            stderr=subprocess.PIPE,
-            text=True,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise RuntimeError(f"enqueue benchmark ({mode}) failed:\n{result.stderr[-2000:]}")
-        samples: dict[str, list[float]] = json.loads(out.read_text())
-        return samples
+    samples: dict[str, list[float]] = run_json_child(
+        "benchmarks._enqueue", [mode, str(rounds)], env, f"enqueue benchmark ({mode})"
+    )
+    return samples
 
 
 def enqueue_figures(rounds: int = ENQUEUE_ROUNDS) -> list[Row]:
@@ -289,20 +267,6 @@ def enqueue_figures(rounds: int = ENQUEUE_ROUNDS) -> list[Row]:
 
 # --------------------------------------------------------------------------- (c) burst
 @contextmanager
-def _environ(values: dict[str, str]) -> Iterator[None]:
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-@contextmanager
 def _uvicorn(app: str, env: dict[str, str], log: Path) -> Iterator[str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -329,7 +293,7 @@ def _offload_system(logs: Path) -> Iterator[str]:
     # The SAM translator warns about its own unpublished usage metrics when they are collected.
     logging.getLogger("samtranslator.metrics").setLevel(logging.ERROR)
 
-    with moto_server(logs / "moto.log") as moto_url, _environ(BENCH_ENV):
+    with moto_server(logs / "moto.log") as moto_url, environ(BENCH_ENV):
         stack = provision(moto_url, ROOT / "template.yaml", {"Stage": "dev"})
         extra = {
             "AWS_ENDPOINT_URL": moto_url,

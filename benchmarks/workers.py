@@ -11,18 +11,23 @@ per million tasks (benchmarks._prices), next to what SQS alone would cost. The c
 depend on the delays; only the model's proxy counts them.
 """
 
-import json
 import logging
-import os
-import subprocess
-import sys
-import tempfile
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 from benchmarks import _prices as prices
-from benchmarks._common import ROOT, Row, child_env, measured, median, quick, server_pid
+from benchmarks._common import (
+    BENCH_ENV,
+    ROOT,
+    Row,
+    child_env,
+    environ,
+    measured,
+    median,
+    quick,
+    run_json_child,
+    server_pid,
+)
 from benchmarks._latency import aws_endpoint, configured, describe
 
 BATCHES = 20
@@ -46,22 +51,10 @@ def _run_child(delays: dict[str, float] | None, batches: int) -> dict[str, Any]:
 
     # The SAM translator warns about its own unpublished usage metrics when they are collected.
     logging.getLogger("samtranslator.metrics").setLevel(logging.ERROR)
-    with aws_endpoint(delays) as endpoint, tempfile.TemporaryDirectory() as tmp:
-        saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID")}
-        os.environ.update(
-            AWS_ENDPOINT_URL=endpoint.moto_url,
-            AWS_ACCESS_KEY_ID="bench",
-            AWS_SECRET_ACCESS_KEY="bench",
-            AWS_DEFAULT_REGION="us-east-1",
-        )
-        try:
+    with aws_endpoint(delays) as endpoint:
+        aws = {**BENCH_ENV, "AWS_ENDPOINT_URL": endpoint.moto_url}
+        with environ(aws):
             stack = provision_local(endpoint.moto_url, ROOT / "template.yaml", SENDER)
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
         source = next(s for s in stack.event_sources if s.function == "EmailWorker")
         env = child_env(
             **{**stack.environment("ApiFunction"), **stack.environment("EmailWorker")},
@@ -73,19 +66,9 @@ def _run_child(delays: dict[str, float] | None, batches: int) -> dict[str, Any]:
         if delays is not None:
             env["BENCH_PROXY_URL"] = endpoint.url
             env["BENCH_PROXY_PID"] = str(server_pid(endpoint.url) or "")
-        out = Path(tmp) / "worker.json"
-        result = subprocess.run(
-            [sys.executable, "-m", "benchmarks._worker", str(batches), str(out)],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,  # the functions' JSON logs
-            stderr=subprocess.PIPE,
-            text=True,
-            check=False,
+        data: dict[str, Any] = run_json_child(
+            "benchmarks._worker", [str(batches)], env, "worker benchmark"
         )
-        if result.returncode != 0:
-            raise RuntimeError(f"worker benchmark failed:\n{result.stderr[-2000:]}")
-        data: dict[str, Any] = json.loads(out.read_text())
         return data
 
 
